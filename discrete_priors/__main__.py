@@ -1,0 +1,4 @@
+from discrete_priors.cli import main
+
+if __name__ == "__main__":
+    main()
