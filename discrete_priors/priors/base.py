@@ -82,6 +82,10 @@ class Prior(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None) -> LossOutput:
+        """``forward`` is the training loss, so a DistributedDataParallel wrapper syncs it."""
+        return self.loss(codes, labels, generator=generator)
+
     # -- the interface -------------------------------------------------------------------------
     def loss(self, codes: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None) -> LossOutput:
         """Training loss on a batch of codes (layout of ``self.spec``)."""

@@ -1,0 +1,98 @@
+"""What each CLI command does (argument parsing lives in cli.py, the stages in pipeline.py)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from discrete_priors import pipeline
+from discrete_priors.io import save_tensors, write_json
+
+PRIOR_FLAGS = ("timesteps", "schedule", "parameterization", "reverse", "loss_balance", "vlb_weight", "loss_weighting")
+
+
+def train_ae(args) -> dict:
+    latent = pipeline.latent_kwargs(args.latent, bits=args.bits, codebook_size=args.codebook_size, dim=args.latent_dim,
+                                    kl_weight=args.kl_weight)
+    overrides = {"adversarial_weight": args.adversarial_weight, "disc_start": args.disc_start}
+    if args.recon_loss:
+        overrides["recon_loss"] = args.recon_loss
+    if args.perceptual_weights:
+        overrides |= {"perceptual_weight": args.perceptual_weight, "perceptual_weights_path": args.perceptual_weights}
+    result = pipeline.train_autoencoder(out=args.out, dataset=args.dataset, size=args.size, data_dir=args.data_dir,
+                                        latent=latent, preset=args.preset, overrides=overrides,
+                                        train_config=pipeline_train_config(args))
+    return {"run": args.out, "result": result._asdict() if hasattr(result, "_asdict") else result}
+
+
+def pipeline_train_config(args) -> dict:
+    from discrete_priors.cli import _train_config
+
+    return _train_config(args)
+
+
+def encode(args) -> dict:
+    paths = pipeline.write_latent_cache(ae_dir=args.ae, out_dir=args.out, dataset=args.dataset, size=args.size,
+                                        data_dir=args.data_dir, splits=tuple(args.splits.split(",")), mode=args.mode,
+                                        with_probs=not args.no_probs, seed=args.seed, device=args.device)
+    return {split: str(p) for split, p in paths.items()}
+
+
+def prior_kwargs_from_args(args) -> dict:
+    from discrete_priors.nets.denoiser import denoiser_preset
+
+    kwargs = {flag: getattr(args, flag) for flag in PRIOR_FLAGS if getattr(args, flag, None) is not None}
+    kwargs["net"] = denoiser_preset(args.net)
+    return kwargs
+
+
+def train_prior(args) -> dict:
+    result = pipeline.train_prior(out=args.out, latents_dir=args.latents, prior=args.prior,
+                                  prior_kwargs=prior_kwargs_from_args(args), train_config=pipeline_train_config(args),
+                                  resample=args.resample, class_conditional=args.class_conditional)
+    return {"run": args.out, "result": result._asdict() if hasattr(result, "_asdict") else result}
+
+
+def parse_labels(text: str | None, n: int) -> torch.Tensor | None:
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--labels: expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise ValueError("--labels: no label given")
+    return torch.tensor(values).repeat(n // len(values) + 1)[:n]
+
+
+def sample(args) -> dict:
+    device = pipeline.resolve_device(args.device)
+    ae = pipeline.load_autoencoder(args.ae, device=device)
+    prior = pipeline.load_prior(args.prior, device=device)
+    labels = parse_labels(args.labels, args.num_samples)
+    start = time.perf_counter()
+    out = pipeline.sample_images(ae, prior, args.num_samples, batch_size=args.batch_size, seed=args.seed, labels=labels,
+                                 steps=args.steps, temperature=args.temperature, guidance=args.guidance)
+    seconds = time.perf_counter() - start
+    return save_samples(out, Path(args.out), meta={"seed": args.seed, "steps": args.steps, "temperature": args.temperature,
+                                                   "guidance": args.guidance, "seconds": seconds})
+
+
+def save_samples(samples: pipeline.Samples, out: Path, *, meta: dict) -> dict:
+    from discrete_priors.images import save_grid
+
+    tensors = {"codes": samples.codes, "images": samples.images}
+    if samples.labels is not None:
+        tensors["labels"] = samples.labels
+    save_tensors(out / "samples.safetensors", tensors)
+    save_grid(samples.images[:64], out / "grid.png", scale=2)
+    write_json(out / "samples.json", meta | {"n": len(samples.codes)})
+    return {"grid": str(out / "grid.png"), "samples": str(out / "samples.safetensors"), **meta}
+
+
+def demo(args) -> dict:
+    from discrete_priors.demo import run_demo
+
+    return run_demo(out=Path(args.out), quick=args.quick, seed=args.seed)

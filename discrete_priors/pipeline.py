@@ -1,0 +1,229 @@
+"""The pipeline stages the CLI and the experiment runners share:
+
+autoencoder → latent cache → prior → samples → metrics.
+
+Every stage reads and writes a run directory, so each can be rerun or resumed on its own:
+
+    <run>/ae/            autoencoder checkpoints (trainer layout) + model_config.json
+    <run>/latents/       train.safetensors, test.safetensors (the latent cache)
+    <run>/prior/         prior checkpoints + model_config.json
+    <run>/samples/       grid.png, samples.safetensors
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from tqdm.auto import tqdm
+
+from discrete_priors.io import config_hash, read_json
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    assert device in {"auto", "cpu", "cuda"} or device.startswith("cuda:"), f"unknown device {device!r}"
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def progress_enabled(progress: bool | None = None) -> bool:
+    """Progress bars only on an interactive terminal unless asked for."""
+    import sys
+
+    return sys.stderr.isatty() if progress is None else progress
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+# ---------------------------------------------------------------------------------------------
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path:
+    """The newest complete checkpoint directory of a trainer run directory."""
+    from discrete_priors.training import latest_checkpoint as _latest
+
+    ckpt = _latest(Path(run_dir))
+    if ckpt is None:
+        raise FileNotFoundError(f"no checkpoint under {run_dir}: train it first")
+    return Path(ckpt)
+
+
+def load_autoencoder(run_dir: str | Path, *, ema: bool = True, device: str | torch.device = "cpu"):
+    """Rebuild an autoencoder from its JSON config and load its (EMA) safetensors weights."""
+    from discrete_priors.autoencoder import Autoencoder
+    from discrete_priors.training import load_model_weights
+
+    ckpt = latest_checkpoint(run_dir)
+    model = Autoencoder(**read_json(ckpt / "model_config.json"))
+    load_model_weights(model, ckpt, ema=ema)
+    return model.to(device).eval()
+
+
+def load_prior(run_dir: str | Path, *, ema: bool = True, device: str | torch.device = "cpu"):
+    from discrete_priors.priors import prior_from_config
+    from discrete_priors.training import load_model_weights
+
+    ckpt = latest_checkpoint(run_dir)
+    model = prior_from_config(read_json(ckpt / "model_config.json"))
+    load_model_weights(model, ckpt, ema=ema)
+    return model.to(device).eval()
+
+
+def autoencoder_fingerprint(run_dir: str | Path) -> str:
+    """Hash of the autoencoder's config and of the exact weights a latent cache was made with."""
+    ckpt = latest_checkpoint(run_dir)
+    digest = hashlib.sha256()
+    for name in sorted(p.name for p in ckpt.glob("*.safetensors")):
+        digest.update((ckpt / name).read_bytes())
+    return config_hash({"config": read_json(ckpt / "model_config.json"), "weights": digest.hexdigest()})
+
+
+# ---------------------------------------------------------------------------------------------
+# encoding and decoding in batches
+# ---------------------------------------------------------------------------------------------
+
+
+class Encoded(NamedTuple):
+    codes: torch.Tensor  # library layout (see latents/base.py)
+    probs: torch.Tensor | None  # (B, N, c) Bernoulli probabilities for binary latents
+
+
+@torch.no_grad()
+def encode_images(ae, images: torch.Tensor, *, batch_size: int = 256, mode: str = "deterministic",
+                  with_probs: bool = False, generator: torch.Generator | None = None, progress: bool | None = None) -> Encoded:
+    device = next(ae.parameters()).device
+    codes, probs = [], []
+    for start in tqdm(range(0, len(images), batch_size), desc="encode", disable=not progress_enabled(progress), leave=False):
+        batch = images[start:start + batch_size].to(device)
+        codes.append(ae.encode(batch, mode=mode, generator=generator).cpu())
+        if with_probs:
+            probs.append(ae.encode(batch, mode="probs").cpu())
+    return Encoded(torch.cat(codes), torch.cat(probs) if with_probs else None)
+
+
+@torch.no_grad()
+def decode_codes(ae, codes: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
+    device = next(ae.parameters()).device
+    out = [ae.decode(codes[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(codes), batch_size)]
+    return torch.cat(out).clamp(0, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# stages
+# ---------------------------------------------------------------------------------------------
+
+
+def latent_kwargs(kind: str, *, bits: int = 32, codebook_size: int = 512, dim: int = 8, kl_weight: float = 0.0) -> dict:
+    """The latent-space config for one of the three kinds, from the CLI's flat flags."""
+    if kind == "binary":
+        return {"kind": "binary", "bits": bits}
+    if kind == "vq":
+        return {"kind": "vq", "codebook_size": codebook_size, "dim": dim}
+    if kind == "continuous":
+        return {"kind": "continuous", "dim": dim, "kl_weight": kl_weight}
+    raise ValueError(f"unknown latent kind {kind!r}, expected one of binary, vq, continuous")
+
+
+def train_autoencoder(*, out: str | Path, dataset: str = "digits", size: int | None = None, data_dir: str | None = None,
+                      latent: dict, preset: str = "cpu-digits", overrides: dict | None = None, train_config: dict,
+                      progress: bool | None = None):
+    """Train (or resume) an autoencoder into ``out``; returns the trainer's result."""
+    from discrete_priors.autoencoder import Autoencoder, autoencoder_preset
+    from discrete_priors.data import load_dataset
+    from discrete_priors.training import TrainConfig, Trainer
+
+    data = load_dataset(dataset, split="train", size=size, data_dir=data_dir, seed=train_config.get("seed", 0))
+    _, channels, height, _ = data.images.shape
+    config = autoencoder_preset(preset, latent=latent, image_size=height, image_channels=channels) | (overrides or {})
+    torch.manual_seed(train_config.get("seed", 0))  # initial weights are a function of the seed
+    model = Autoencoder(**config)
+    config = TrainConfig.from_dict(train_config)
+    trainer = Trainer(model, (data.images,), config, Path(out), discriminator=model.build_discriminator(),
+                      progress=progress_enabled(progress))
+    return trainer.fit()
+
+
+def write_latent_cache(*, ae_dir: str | Path, out_dir: str | Path, dataset: str = "digits", size: int | None = None,
+                       data_dir: str | None = None, splits=("train", "test"), mode: str = "deterministic",
+                       with_probs: bool = True, seed: int = 0, device: str = "auto", progress: bool | None = None) -> dict:
+    """Encode dataset splits once and store them compactly (see discrete_priors/data/cache.py)."""
+    from discrete_priors.data import load_dataset, save_latent_cache
+
+    device = resolve_device(device)
+    ae = load_autoencoder(ae_dir, device=device)
+    fingerprint = autoencoder_fingerprint(ae_dir)
+    paths = {}
+    generator = torch.Generator(device).manual_seed(seed)
+    for split in splits:
+        data = load_dataset(dataset, split=split, size=size, data_dir=data_dir, seed=seed)
+        binary = ae.code_spec.kind == "binary"
+        enc = encode_images(ae, data.images, mode=mode, with_probs=with_probs and binary, generator=generator, progress=progress)
+        path = Path(out_dir) / f"{split}.safetensors"
+        save_latent_cache(path, codes=enc.codes, spec=ae.code_spec, labels=data.labels, probs=enc.probs,
+                          autoencoder_hash=fingerprint,
+                          extra={"dataset": dataset, "split": split, "size": size, "mode": mode, "ae_dir": str(ae_dir),
+                                 "num_classes": data.num_classes})
+        paths[split] = path
+    return paths
+
+
+def _cache_batch_fn(cache, *, resample: bool, conditional: bool):
+    """Trainer batch hook: indices → codes (freshly resampled from the cached Bernoulli
+    probabilities when asked: the reference code's implicit augmentation) and labels."""
+
+    def batch_fn(batch, generator):
+        (index,) = batch
+        codes = cache.batch(index.cpu(), resample=resample, generator=generator if resample else None)
+        args = [codes.to(index.device)]
+        if conditional:
+            args.append(cache.labels[index.cpu()].to(index.device))
+        return tuple(args), {}
+
+    return batch_fn
+
+
+def train_prior(*, out: str | Path, latents_dir: str | Path, prior: str = "bernoulli", prior_kwargs: dict | None = None,
+                train_config: dict, resample: bool = False, class_conditional: bool = False, progress: bool | None = None):
+    """Train (or resume) a prior on a latent cache's train split."""
+    from discrete_priors.data import load_latent_cache
+    from discrete_priors.priors import build_prior
+    from discrete_priors.training import TrainConfig, Trainer
+
+    cache = load_latent_cache(Path(latents_dir) / "train.safetensors")
+    num_classes = None
+    if class_conditional:
+        if cache.labels is None:
+            raise ValueError(f"--class-conditional needs labels, but the cache in {latents_dir} has none")
+        num_classes = int(cache.labels.max()) + 1
+    torch.manual_seed(train_config.get("seed", 0))
+    model = build_prior(prior, cache.spec, num_classes=num_classes, **(prior_kwargs or {}))
+    config = TrainConfig.from_dict(train_config)
+    trainer = Trainer(model, (torch.arange(len(cache)),), config, Path(out),
+                      batch_fn=_cache_batch_fn(cache, resample=resample, conditional=class_conditional),
+                      progress=progress_enabled(progress))
+    return trainer.fit()
+
+
+class Samples(NamedTuple):
+    codes: torch.Tensor
+    images: torch.Tensor
+    labels: torch.Tensor | None
+
+
+@torch.no_grad()
+def sample_images(ae, prior, n: int, *, batch_size: int = 256, seed: int = 0, labels: torch.Tensor | None = None,
+                  progress: bool | None = None, **sample_kwargs) -> Samples:
+    """Draw n codes from the prior in batches (one generator, so the result is a function of the
+    seed and the batch size) and decode them to images."""
+    device = next(prior.parameters()).device
+    generator = torch.Generator(device).manual_seed(seed)
+    codes = []
+    for start in tqdm(range(0, n, batch_size), desc="sample", disable=not progress_enabled(progress), leave=False):
+        m = min(batch_size, n - start)
+        batch_labels = None if labels is None else labels[start:start + m].to(device)
+        codes.append(prior.sample(m, labels=batch_labels, generator=generator, **sample_kwargs).cpu())
+    codes = torch.cat(codes)
+    return Samples(codes, decode_codes(ae, codes), labels)
