@@ -1,0 +1,92 @@
+"""Tidy result rows: one metric value per row, appended to a CSV atomically.
+
+Columns: experiment, variant, seed, metric, value, extractor, num_samples, config_hash,
+code_version, machine, timestamp. Tables and plots are made from these rows alone (analysis/).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import platform
+import subprocess
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from discrete_priors.io import atomic_path
+
+COLUMNS = ("experiment", "variant", "seed", "metric", "value", "extractor", "num_samples", "config_hash",
+           "code_version", "machine", "timestamp")
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """git commit of the library (with '+dirty' for uncommitted changes), or the package version."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        from discrete_priors import __version__
+
+        return __version__
+
+
+def machine() -> str:
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()} threads"
+    return f"{platform.machine()} {device}"
+
+
+def make_rows(*, experiment: str, variant: str, seed: int, metrics: dict, extractor: str = "", num_samples: int = 0,
+              config_hash: str = "") -> list[dict]:
+    """One row per metric; non-finite or non-numeric values are refused so a table never hides a NaN."""
+    rows, stamp = [], time.strftime("%Y-%m-%dT%H:%M:%S")
+    for metric, value in metrics.items():
+        if isinstance(value, torch.Tensor):
+            value = value.item()
+        value = float(value)
+        if value != value:
+            raise ValueError(f"metric {metric!r} of {experiment}/{variant} is NaN")
+        rows.append({"experiment": experiment, "variant": variant, "seed": seed, "metric": metric, "value": value,
+                     "extractor": extractor, "num_samples": num_samples, "config_hash": config_hash,
+                     "code_version": code_version(), "machine": machine(), "timestamp": stamp})
+    return rows
+
+
+def append_rows(path: str | Path, rows: list[dict]) -> None:
+    """Rewrite the CSV with the new rows appended, atomically: a crash leaves the old file whole."""
+    path = Path(path)
+    old = path.read_text() if path.exists() else ""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    if not old:
+        writer.writeheader()
+    for row in rows:
+        unknown = set(row) - set(COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown result columns {sorted(unknown)}, expected {COLUMNS}")
+        writer.writerow(row)
+    with atomic_path(path) as tmp:
+        tmp.write_text(old + buffer.getvalue())
+
+
+def read_rows(path: str | Path):
+    import pandas as pd
+
+    return pd.read_csv(path)
+
+
+def has_cell(path: str | Path, *, experiment: str, variant: str, seed: int) -> bool:
+    """True when rows for this (experiment, variant, seed) are already in the CSV (reruns skip it)."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    with path.open() as f:
+        return any(r["experiment"] == experiment and r["variant"] == variant and int(r["seed"]) == seed
+                   for r in csv.DictReader(f))

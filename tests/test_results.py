@@ -1,0 +1,30 @@
+"""Tidy result rows are appended atomically and read back exactly."""
+
+import pytest
+
+from discrete_priors.results import COLUMNS, append_rows, has_cell, make_rows, read_rows
+
+
+def test_rows_round_trip_and_cells_are_found(tmp_path):
+    path = tmp_path / "results.csv"
+    append_rows(path, make_rows(experiment="steps", variant="bernoulli/S=16", seed=0, metrics={"fd": 1.5, "recall": 0.25}))
+    append_rows(path, make_rows(experiment="steps", variant="bernoulli/S=32", seed=1, metrics={"fd": 1.25}))
+    df = read_rows(path)
+    assert list(df.columns) == list(COLUMNS)
+    assert df["value"].tolist() == [1.5, 0.25, 1.25]
+    assert has_cell(path, experiment="steps", variant="bernoulli/S=32", seed=1)
+    assert not has_cell(path, experiment="steps", variant="bernoulli/S=32", seed=0)
+
+
+def test_a_failed_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    path = tmp_path / "results.csv"
+    append_rows(path, make_rows(experiment="e", variant="v", seed=0, metrics={"m": 1.0}))
+    before = path.read_text()
+    with pytest.raises(ValueError, match="unknown result columns"):
+        append_rows(path, [{"experiment": "e", "bogus": 1}])
+    assert path.read_text() == before
+
+
+def test_nan_metric_is_refused():
+    with pytest.raises(ValueError, match="NaN"):
+        make_rows(experiment="e", variant="v", seed=0, metrics={"fd": float("nan")})
