@@ -1,5 +1,7 @@
 """Tidy result rows are appended atomically and read back exactly."""
 
+from pathlib import Path
+
 import pytest
 
 from discrete_priors.results import COLUMNS, append_rows, has_cell, make_rows, read_rows
@@ -16,13 +18,24 @@ def test_rows_round_trip_and_cells_are_found(tmp_path):
     assert not has_cell(path, experiment="steps", variant="bernoulli/S=32", seed=0)
 
 
-def test_a_failed_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
+def test_a_crash_mid_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
     path = tmp_path / "results.csv"
     append_rows(path, make_rows(experiment="e", variant="v", seed=0, metrics={"m": 1.0}))
     before = path.read_text()
+
+    def write_half_then_crash(self, text, *args, **kwargs):
+        with open(self, "w") as f:
+            f.write(text[: len(text) // 2])
+        raise OSError("simulated crash mid-write")
+
+    monkeypatch.setattr(Path, "write_text", write_half_then_crash)
+    with pytest.raises(OSError, match="simulated"):
+        append_rows(path, make_rows(experiment="e", variant="w", seed=0, metrics={"m": 2.0}))
+    monkeypatch.undo()
+    assert path.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]  # no temporary file left behind
     with pytest.raises(ValueError, match="unknown result columns"):
         append_rows(path, [{"experiment": "e", "bogus": 1}])
-    assert path.read_text() == before
 
 
 def test_nan_metric_is_refused():
