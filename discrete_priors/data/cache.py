@@ -1,0 +1,211 @@
+"""Latent cache: the codes of a whole dataset, encoded once, stored in one safetensors file.
+
+Storage per kind (everything else lives in the safetensors metadata as JSON strings):
+
+* ``binary``:      bits packed 8 per byte along the bit axis -> ``(B, N, ceil(c/8))`` uint8;
+                   optional Bernoulli probabilities ``(B, N, c)`` float16 (for re-sampling codes
+                   every step, the augmentation the Binary Latent Diffusion code uses).
+* ``categorical``: ``(B, N)`` in the smallest integer dtype holding ``vocab_size`` (uint8/int16/int32).
+* ``continuous``:  ``(B, N, c)`` float16.
+
+The file records the hash of the autoencoder config that produced it, so a prior is never trained
+on codes from a different autoencoder by accident (``expect_autoencoder_hash``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from discrete_priors.io import save_tensors
+from discrete_priors.latents.base import CodeSpec
+
+FORMAT = "discrete_priors.latent_cache"
+VERSION = 1
+FLOAT16_MAX = 65504.0
+
+
+def _index_dtype(vocab_size: int) -> torch.dtype:
+    if vocab_size <= 256:
+        return torch.uint8
+    if vocab_size <= 2**15:
+        return torch.int16
+    return torch.int32
+
+
+def pack_bits(codes: torch.Tensor) -> torch.Tensor:
+    """(..., c) in {0, 1} -> (..., ceil(c/8)) uint8, most significant bit first, zero padded."""
+    return torch.from_numpy(np.packbits(codes.to(torch.uint8).cpu().numpy(), axis=-1))
+
+
+def unpack_bits(packed: torch.Tensor, channels: int) -> torch.Tensor:
+    """Inverse of :func:`pack_bits`: (..., ceil(c/8)) uint8 -> (..., c) float32 in {0, 1}."""
+    return torch.from_numpy(np.unpackbits(packed.numpy(), axis=-1, count=channels)).float()
+
+
+@dataclass(frozen=True, eq=False)
+class LatentCache:
+    """Codes of a dataset as stored on disk (``stored_codes`` packed / narrowed, see module doc).
+
+    ``codes`` / ``probs`` unpack everything (float32); for large caches prefer ``batch``.
+    ``labels``: (B,) long or None. ``extra``: the JSON metadata given at save time.
+    """
+
+    spec: CodeSpec
+    stored_codes: torch.Tensor
+    labels: torch.Tensor | None = None
+    stored_probs: torch.Tensor | None = None
+    autoencoder_hash: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.stored_codes.shape[0]
+
+    @property
+    def codes(self) -> torch.Tensor:
+        """All codes in the library layout (binary (B, N, c) float {0,1}, categorical (B, N) long,
+        continuous (B, N, c) float32)."""
+        return self.batch(torch.arange(len(self)))
+
+    @property
+    def probs(self) -> torch.Tensor | None:
+        """(B, N, c) float32 Bernoulli probabilities of binary codes, or None if not stored."""
+        return None if self.stored_probs is None else self.stored_probs.float()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes taken by the stored codes (the packed form), without probs or labels."""
+        return self.stored_codes.numel() * self.stored_codes.element_size()
+
+    def batch(
+        self,
+        index: torch.Tensor | list[int] | slice,
+        *,
+        resample: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Codes of the items ``index`` in the library layout (CPU tensors).
+
+        resample: binary caches with probs only — draw fresh codes z ~ Bernoulli(probs) with
+        ``generator`` (a CPU generator) instead of returning the stored codes.
+        """
+        if isinstance(index, list):
+            index = torch.tensor(index, dtype=torch.long)
+        if resample:
+            if self.spec.kind != "binary":
+                raise ValueError(f"resample=True needs a binary cache, this one holds {self.spec.kind} codes")
+            if self.stored_probs is None:
+                raise ValueError("resample=True needs Bernoulli probabilities, but this cache was saved without probs")
+            return torch.bernoulli(self.stored_probs[index].float(), generator=generator)
+        stored = self.stored_codes[index]
+        if self.spec.kind == "binary":
+            return unpack_bits(stored, self.spec.channels)
+        if self.spec.kind == "categorical":
+            return stored.long()
+        return stored.float()
+
+
+def save_latent_cache(
+    path: str | os.PathLike,
+    *,
+    codes: torch.Tensor,
+    spec: CodeSpec,
+    labels: torch.Tensor | None = None,
+    probs: torch.Tensor | None = None,
+    autoencoder_hash: str,
+    extra: dict | None = None,
+) -> None:
+    """Write a latent cache atomically to ``path`` (one ``.safetensors`` file).
+
+    codes:  a batch valid for ``spec`` (checked with ``spec.check``).
+    labels: (B,) integer class labels or None.
+    probs:  binary only, (B, N, c) Bernoulli probabilities in [0, 1] (stored as float16).
+    autoencoder_hash: ``config_hash`` of the autoencoder that made the codes.
+    extra:  any JSON-serialisable metadata (dataset, split, encode mode, ...).
+    """
+    spec.check(codes)
+    num = codes.shape[0]
+    codes = codes.detach().cpu()
+    if spec.kind == "binary":
+        tensors = {"codes": pack_bits(codes)}
+    elif spec.kind == "categorical":
+        tensors = {"codes": codes.to(_index_dtype(spec.vocab_size))}
+    else:
+        peak = codes.abs().max().item() if codes.numel() else 0.0
+        if peak > FLOAT16_MAX:
+            raise ValueError(f"continuous codes reach |{peak:.3g}|, beyond float16's range ({FLOAT16_MAX}); rescale them")
+        tensors = {"codes": codes.to(torch.float16)}
+    if probs is not None:
+        if spec.kind != "binary":
+            raise ValueError(f"probs are only stored for binary codes, got a {spec.kind} spec")
+        if tuple(probs.shape) != tuple(codes.shape):
+            raise ValueError(f"probs: expected shape {tuple(codes.shape)} like the codes, got {tuple(probs.shape)}")
+        probs = probs.detach().cpu().float()
+        if probs.numel() and not (probs.min() >= 0 and probs.max() <= 1):  # also catches NaN
+            raise ValueError("probs: expected Bernoulli probabilities in [0, 1]")
+        tensors["probs"] = probs.to(torch.float16)
+    if labels is not None:
+        if labels.shape != (num,) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise ValueError(f"labels: expected ({num},) integer class labels, got {tuple(labels.shape)} {labels.dtype}")
+        tensors["labels"] = labels.detach().cpu().to(torch.int64)
+    try:
+        extra_json = json.dumps(extra or {}, sort_keys=True)
+    except TypeError as err:
+        raise ValueError(f"extra must be JSON-serialisable: {err}") from err
+    metadata = {
+        "format": FORMAT,
+        "version": str(VERSION),
+        "spec": json.dumps(spec.to_dict(), sort_keys=True),
+        "autoencoder_hash": str(autoencoder_hash),
+        "extra": extra_json,
+    }
+    save_tensors(path, tensors, metadata)
+
+
+def load_latent_cache(path: str | os.PathLike, *, expect_autoencoder_hash: str | None = None) -> LatentCache:
+    """Read a cache written by :func:`save_latent_cache`.
+
+    expect_autoencoder_hash: if given, a ValueError is raised unless the cache was made by the
+    autoencoder with this config hash.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no latent cache at {path}: run the encode step first")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except SafetensorError as err:
+        raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a latent cache (metadata format {metadata.get('format')!r}, expected {FORMAT!r})")
+    if int(metadata["version"]) != VERSION:
+        raise ValueError(f"{path}: latent cache version {metadata['version']}, this code reads version {VERSION}")
+    made_by = metadata["autoencoder_hash"]
+    if expect_autoencoder_hash is not None and made_by != expect_autoencoder_hash:
+        raise ValueError(
+            f"cache at {path} was made by autoencoder {made_by}, expected {expect_autoencoder_hash}: re-run encode"
+        )
+    spec = CodeSpec.from_dict(json.loads(metadata["spec"]))
+    stored = tensors["codes"]
+    expected = (stored.shape[0],) + spec.shape
+    if spec.kind == "binary":
+        expected = expected[:-1] + (math.ceil(spec.channels / 8),)
+    if tuple(stored.shape) != expected:
+        raise ValueError(f"{path}: stored codes have shape {tuple(stored.shape)}, expected {expected} for {spec}")
+    return LatentCache(
+        spec=spec,
+        stored_codes=stored,
+        labels=tensors.get("labels"),
+        stored_probs=tensors.get("probs"),
+        autoencoder_hash=made_by,
+        extra=json.loads(metadata["extra"]),
+    )
