@@ -1,0 +1,199 @@
+"""Crash-safe, code-free training checkpoints.
+
+Layout under ``<out_dir>/checkpoints/``::
+
+    step_0001000/               one complete checkpoint
+        model.safetensors       training weights (state_dict_for_save)
+        ema.safetensors         EMA weights (when EMA is on)
+        optimizer.safetensors   AdamW moments, keys "state.<param index>.<name>"
+        optimizer.json          AdamW param_groups and non-tensor state
+        discriminator.safetensors, disc_optimizer.{safetensors,json}   (adversarial training)
+        trainer_state.json      step, TrainConfig, GradScaler state
+        model_config.json       model.config, enough to rebuild the model (when present)
+    latest.json                 {"step": .., "dir": "step_0001000"}, written LAST
+
+A checkpoint is first written into a hidden temporary folder, renamed into place, and only then
+is ``latest.json`` replaced (atomically). A crash at any point therefore leaves ``latest.json``
+pointing at the previous complete checkpoint. Nothing is ever unpickled: tensors come from
+safetensors, everything else from JSON.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from discrete_priors.io import load_tensors, read_json, save_tensors, state_dict_for_save, write_json
+
+LATEST = "latest.json"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+def step_dir_name(step: int) -> str:
+    return f"step_{step:07d}"
+
+
+# -- optimizer state <-> (safetensors, JSON) ------------------------------------------------------
+def optimizer_state_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split ``optimizer.state_dict()`` into tensors (for safetensors) and JSON-able bookkeeping."""
+    state_dict = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, param_state in state_dict["state"].items():
+        for name, value in param_state.items():
+            if torch.is_tensor(value):
+                tensors[f"state.{index}.{name}"] = value
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+
+
+def optimizer_state_from_files(tensors: dict[str, torch.Tensor], meta: dict, optimizer: torch.optim.Optimizer) -> dict:
+    """Inverse of :func:`optimizer_state_to_files`; ``optimizer`` supplies the tuple-typed options
+    (JSON turns ``betas=(0.9, 0.99)`` into a list)."""
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = value
+    for index, values in meta["scalars"].items():
+        state.setdefault(int(index), {}).update(values)
+    groups = []
+    for saved, current in zip(meta["param_groups"], optimizer.param_groups, strict=True):
+        groups.append({k: tuple(v) if isinstance(current.get(k), tuple) else v for k, v in saved.items()})
+    return {"state": state, "param_groups": groups}
+
+
+def _save_optimizer(folder: Path, name: str, optimizer: torch.optim.Optimizer) -> None:
+    tensors, meta = optimizer_state_to_files(optimizer)
+    save_tensors(folder / f"{name}.safetensors", tensors)
+    write_json(folder / f"{name}.json", meta)
+
+
+def _load_optimizer(folder: Path, name: str, optimizer: torch.optim.Optimizer) -> None:
+    tensors = load_tensors(folder / f"{name}.safetensors")
+    optimizer.load_state_dict(optimizer_state_from_files(tensors, read_json(folder / f"{name}.json"), optimizer))
+
+
+# -- writing --------------------------------------------------------------------------------------
+def save_checkpoint(
+    root: str | os.PathLike,
+    step: int,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    trainer_state: dict,
+    ema: nn.Module | None = None,
+    discriminator: nn.Module | None = None,
+    disc_optimizer: torch.optim.Optimizer | None = None,
+    keep_last: int = 0,
+) -> Path:
+    """Write one complete checkpoint for ``step`` under ``root`` and point ``latest.json`` at it.
+    ``keep_last > 0`` then deletes all but the newest ``keep_last`` checkpoints. Returns its folder."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / step_dir_name(step)
+    tmp = root / f".{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+
+    save_tensors(tmp / "model.safetensors", state_dict_for_save(model))
+    if ema is not None:
+        save_tensors(tmp / "ema.safetensors", state_dict_for_save(ema))
+    _save_optimizer(tmp, "optimizer", optimizer)
+    if discriminator is not None:
+        save_tensors(tmp / "discriminator.safetensors", state_dict_for_save(discriminator))
+        _save_optimizer(tmp, "disc_optimizer", disc_optimizer)
+    config = getattr(model, "config", None)
+    if isinstance(config, dict):
+        write_json(tmp / "model_config.json", config)
+    write_json(tmp / "trainer_state.json", {**trainer_state, "step": step})
+
+    # A folder left by an earlier crashed run at this very step was never pointed to: replace it.
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    write_json(root / LATEST, {"step": step, "dir": final.name})
+    if keep_last > 0:
+        prune_checkpoints(root, keep_last)
+    return final
+
+
+def list_checkpoints(root: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(step, folder) of every complete-looking checkpoint folder, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _STEP_DIR.match(p.name))]
+    return sorted(found)
+
+
+def prune_checkpoints(root: str | os.PathLike, keep_last: int) -> None:
+    """Delete all but the newest ``keep_last`` checkpoints; never the one ``latest.json`` names."""
+    latest = latest_checkpoint(root)
+    for _, folder in list_checkpoints(root)[:-keep_last]:
+        if latest is None or folder.resolve() != latest.resolve():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- reading --------------------------------------------------------------------------------------
+def latest_checkpoint(root: str | os.PathLike) -> Path | None:
+    """Folder named by ``root/latest.json``, or None when there is no checkpoint yet."""
+    pointer = Path(root) / LATEST
+    if not pointer.exists():
+        return None
+    folder = Path(root) / read_json(pointer)["dir"]
+    if not (folder / "trainer_state.json").exists():
+        raise FileNotFoundError(f"{pointer} names {folder}, which is missing or incomplete (no trainer_state.json)")
+    return folder
+
+
+def load_checkpoint(
+    folder: str | os.PathLike,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    ema: nn.Module | None = None,
+    discriminator: nn.Module | None = None,
+    disc_optimizer: torch.optim.Optimizer | None = None,
+) -> dict:
+    """Load every part that is given (strictly) and return ``trainer_state.json``."""
+    folder = Path(folder)
+    device = next(model.parameters()).device
+    model.load_state_dict(load_tensors(folder / "model.safetensors", device=device))
+    if ema is not None:
+        if not (folder / "ema.safetensors").exists():
+            raise FileNotFoundError(f"{folder} has no ema.safetensors (trained with ema_decay=0?) but EMA is enabled")
+        ema.load_state_dict(load_tensors(folder / "ema.safetensors", device=device))
+    if optimizer is not None:
+        _load_optimizer(folder, "optimizer", optimizer)
+    if discriminator is not None:
+        if not (folder / "discriminator.safetensors").exists():
+            raise FileNotFoundError(f"{folder} has no discriminator.safetensors but a discriminator was given")
+        disc_device = next(discriminator.parameters()).device
+        discriminator.load_state_dict(load_tensors(folder / "discriminator.safetensors", device=disc_device))
+        if disc_optimizer is not None:
+            _load_optimizer(folder, "disc_optimizer", disc_optimizer)
+    return read_json(folder / "trainer_state.json")
+
+
+def load_model_weights(module: nn.Module, ckpt: str | os.PathLike, *, ema: bool = True) -> nn.Module:
+    """Load weights for evaluation into ``module`` (in place; also returned).
+
+    ckpt: a checkpoint folder (``.../step_0001000``), a checkpoints root holding ``latest.json``,
+    or a run's ``out_dir`` (its ``checkpoints/latest.json`` is followed).
+    ema: take the EMA weights when the checkpoint has them (falls back to the training weights).
+    """
+    ckpt = Path(ckpt)
+    if (ckpt / "checkpoints" / LATEST).exists():
+        ckpt = ckpt / "checkpoints"
+    if (ckpt / LATEST).exists():
+        ckpt = latest_checkpoint(ckpt)
+    path = ckpt / ("ema.safetensors" if ema and (ckpt / "ema.safetensors").exists() else "model.safetensors")
+    if not path.exists():
+        raise FileNotFoundError(f"no weights at {path}; expected a checkpoint folder, a checkpoints root or a run folder")
+    params = list(module.parameters())
+    module.load_state_dict(load_tensors(path, device=params[0].device if params else "cpu"))
+    return module

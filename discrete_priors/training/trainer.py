@@ -1,0 +1,386 @@
+"""One trainer for autoencoders and priors (contract C3): AdamW with linear warm-up, gradient
+clipping, EMA weights, mixed precision on CUDA, data parallelism under torchrun, crash-safe
+checkpoints and exact resume.
+
+Exact resume: everything random in a step is a pure function of ``(seed, step, rank)`` -- the
+global batch of example indices (epoch-wise shuffles seeded by ``(seed, epoch)``), the generator
+handed to ``batch_fn`` and the generator handed to the model's ``forward``. With weights,
+EMA, optimizer and GradScaler states restored, a killed-and-resumed run reproduces the
+uninterrupted one bit for bit (same device, same world size).
+
+What the model's ``forward`` receives: the positional tensors of its batch shard (or what
+``batch_fn`` returns) plus, decided once by inspecting its signature,
+``step=`` (int, updates done so far), ``generator=`` (torch.Generator on the model's device)
+and ``discriminator=`` (the bare discriminator module, or None) when it declares a parameter
+of that name. A prior's ``forward(codes, labels, *, generator)`` and an autoencoder's
+``forward(images, *, step, generator, discriminator)`` therefore both work unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import inspect
+import json
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from discrete_priors.io import atomic_path
+from discrete_priors.training import checkpoint as ckpt
+from discrete_priors.training import distributed as ddp
+from discrete_priors.training.distributed import derive_seed, global_batch_indices
+
+logger = logging.getLogger("discrete_priors.training")
+
+
+@dataclass
+class TrainConfig:
+    """steps: optimizer updates in the whole run. batch_size: GLOBAL batch (split over ranks).
+    schedule: after ``warmup_steps`` of linear warm-up the lr stays ``"constant"`` or follows a
+    ``"cosine"`` down to ``min_lr_ratio * lr`` at ``steps``. grad_clip: max global grad norm
+    (0 = no clipping; the norm is logged either way). ema_decay: 0 disables EMA.
+    amp: ``"auto"`` = bf16 autocast on CUDA (fp16 + GradScaler where bf16 is unsupported), off
+    on CPU; ``"bf16"``/``"fp16"`` force a dtype (CUDA only); ``"off"``.
+    checkpoint_every / log_every: in steps (0 = only at the end). keep_checkpoints: newest kept
+    (0 = all). disc_lr: discriminator lr (None = lr)."""
+
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    amp: str = "auto"
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    log_every: int = 50
+    seed: int = 0
+    disc_lr: float | None = None
+    device: str = "auto"
+    find_unused_parameters: bool = False
+
+    def __post_init__(self):
+        assert self.schedule in {"constant", "cosine"}, f"unknown schedule {self.schedule!r}, expected 'constant' or 'cosine'"
+        assert self.amp in {"auto", "off", "bf16", "fp16"}, f"unknown amp {self.amp!r}, expected 'auto', 'off', 'bf16' or 'fp16'"
+        assert self.device in {"auto", "cpu", "cuda"}, f"unknown device {self.device!r}, expected 'auto', 'cpu' or 'cuda'"
+        if self.steps < 0 or self.batch_size < 1 or self.warmup_steps < 0:
+            raise ValueError(f"expected steps >= 0, batch_size >= 1, warmup_steps >= 0; got {self.steps}, {self.batch_size}, {self.warmup_steps}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        self.betas = tuple(self.betas)
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "betas": list(self.betas)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        if unknown := set(d) - known:
+            raise ValueError(f"unknown TrainConfig keys {sorted(unknown)}; expected a subset of {sorted(known)}")
+        return cls(**d)
+
+
+class FitResult(NamedTuple):
+    """step: updates done; terms: mean of each logged quantity over the last log window
+    (``loss``, the model's terms, ``disc/...``); checkpoint: folder of the last checkpoint."""
+
+    step: int
+    terms: dict
+    checkpoint: Path | None
+
+
+def learning_rate(step: int, config: TrainConfig, base_lr: float | None = None) -> float:
+    """lr used for the update with 0-based index ``step``: linear warm-up ``(step+1)/warmup``,
+    then constant or cosine to ``min_lr_ratio * lr`` at ``config.steps``."""
+    base_lr = config.lr if base_lr is None else base_lr
+    if step < config.warmup_steps:
+        return base_lr * (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return base_lr
+    progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
+    return base_lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model for floating tensors; other buffers are copied."""
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p.detach(), 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
+        if e.is_floating_point():
+            e.lerp_(b, 1.0 - decay)
+        else:
+            e.copy_(b)
+
+
+def _accepted_kwargs(module: nn.Module) -> set[str]:
+    params = inspect.signature(module.forward).parameters.values()
+    return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+def _adamw(module: nn.Module, lr: float, config: TrainConfig) -> torch.optim.AdamW:
+    # Decay matrices only: biases and norm gains (ndim < 2) are left undecayed, as in nanoGPT.
+    params = [p for p in module.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=config.betas)
+
+
+class Trainer:
+    """Trains ``model`` on ``data``; see the module docstring for what ``forward`` receives.
+
+    data: a tuple of tensors sharing their first dimension (examples; None entries pass through
+        as None), or a callable ``data(index: (b,) long, generator) -> tuple[Tensor, ...]`` on
+        CPU with ``len(data)`` or ``num_examples=`` giving the number of examples.
+    batch_fn: ``batch_fn(batch: tuple, generator) -> (args, kwargs)`` applied on the device
+        (e.g. uint8 -> float); default ``(batch, {})``.
+    discriminator: adversarial training per C3: after the main update, the trainer zeroes its
+        grads, calls ``model.discriminator_loss(discriminator, args[0], out.recon.detach(), step)``
+        and takes an AdamW step (lr ``disc_lr``); a loss that does not require grad (before the
+        adversarial start) skips the update. It is passed bare to ``forward`` and frozen there.
+    log_fn: called on rank 0 with each metrics record (also appended to ``train_log.jsonl``).
+    The model (and discriminator) are moved to the configured device.
+    """
+
+    def __init__(self, model: nn.Module, data, config: TrainConfig, out_dir, *, batch_fn: Callable | None = None,
+                 discriminator: nn.Module | None = None, progress: bool = True, log_fn: Callable | None = None,
+                 num_examples: int | None = None):
+        self.config, self.out_dir = config, Path(out_dir)
+        self.device = ddp.resolve_device(config.device)
+        self.dist = ddp.setup_distributed(self.device)
+        self.local_batch = ddp.shard_size(config.batch_size, self.dist.world_size)
+        self.data, self.num_examples = self._check_data(data, num_examples)
+        self.batch_fn, self.progress, self.log_fn = batch_fn, progress, log_fn
+        self.amp_dtype = self._amp_dtype()
+
+        self.model = model.to(self.device)
+        self.train_model = ddp.wrap_ddp(self.model, self.device, find_unused_parameters=config.find_unused_parameters)
+        self.forward_kwargs = _accepted_kwargs(self.model) & {"step", "generator", "discriminator"}
+        self.optimizer = _adamw(self.model, config.lr, config)
+        # EMA copies the weights after DDP's broadcast, so every rank holds the same average.
+        self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False) if config.ema_decay > 0 else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+        self.discriminator = self.disc_train = self.disc_optimizer = self.disc_scaler = None
+        if discriminator is not None:
+            if not hasattr(self.model, "discriminator_loss"):
+                raise ValueError(f"a discriminator was given but {type(self.model).__name__} has no discriminator_loss method (contract C3)")
+            self.discriminator = discriminator.to(self.device)
+            self.disc_params = [p for p in self.discriminator.parameters() if p.requires_grad]
+            self.disc_train = ddp.wrap_ddp(self.discriminator, self.device, find_unused_parameters=config.find_unused_parameters)
+            self.disc_lr = config.lr if config.disc_lr is None else config.disc_lr
+            self.disc_optimizer = _adamw(self.discriminator, self.disc_lr, config)
+            self.disc_scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.step = 0
+
+    # -- setup helpers ----------------------------------------------------------------------------
+    def _check_data(self, data, num_examples):
+        if callable(data):
+            n = num_examples if num_examples is not None else (len(data) if hasattr(data, "__len__") else None)
+            if n is None:
+                raise ValueError("a callable data source needs len(data) or num_examples= (number of examples)")
+            return data, int(n)
+        if not isinstance(data, (tuple, list)) or not any(torch.is_tensor(t) for t in data):
+            raise ValueError(f"data: expected a tuple of tensors or a callable batch source, got {type(data).__name__}")
+        sizes = {t.shape[0] for t in data if t is not None}
+        if len(sizes) != 1:
+            raise ValueError(f"data tensors must share their first (example) dimension, got sizes {sorted(sizes)}")
+        return tuple(data), sizes.pop()
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        amp = self.config.amp
+        if amp == "off" or (amp == "auto" and self.device.type != "cuda"):
+            return None
+        if self.device.type != "cuda":
+            raise ValueError(f"amp={amp!r} needs a CUDA device (mixed precision is CUDA only); use amp='auto' or 'off' on {self.device}")
+        if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
+            return torch.float16
+        return torch.bfloat16
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+    def eval_model(self) -> nn.Module:
+        """The module to evaluate: EMA weights when EMA is on, else the trained weights."""
+        return self.ema_model if self.ema_model is not None else self.model
+
+    # -- one step ---------------------------------------------------------------------------------
+    def _generator(self, step: int, purpose: str) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(derive_seed(self.config.seed, purpose, step, self.dist.rank))
+
+    def get_batch(self, step: int) -> tuple[tuple, dict]:
+        """(args, kwargs) of this rank's shard for ``step``: a pure function of (seed, step, rank)."""
+        index = global_batch_indices(step, seed=self.config.seed, batch_size=self.config.batch_size, num_examples=self.num_examples)
+        index = index[self.dist.rank * self.local_batch:(self.dist.rank + 1) * self.local_batch]
+        if callable(self.data):
+            batch = tuple(self.data(index, torch.Generator().manual_seed(derive_seed(self.config.seed, "source", step, self.dist.rank))))
+        else:
+            batch = tuple(None if t is None else t[index] for t in self.data)
+        batch = tuple(None if t is None else t.to(self.device, non_blocking=True) for t in batch)
+        if self.batch_fn is None:
+            return batch, {}
+        args, kwargs = self.batch_fn(batch, self._generator(step, "batch_fn"))
+        return tuple(args), dict(kwargs)
+
+    def _update(self, loss, optimizer, scaler, params, lr):
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        return grad_norm
+
+    def train_step(self, step: int) -> dict:
+        """One update (plus the discriminator's); returns detached 0-d tensors to log."""
+        args, kwargs = self.get_batch(step)
+        auto = {"step": step, "generator": self._generator(step, "model"), "discriminator": self.discriminator}
+        kwargs = {**{k: v for k, v in auto.items() if k in self.forward_kwargs}, **kwargs}
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.discriminator is not None:
+            # Only the generator's update flows through the discriminator here (C3); its own
+            # grads come from discriminator_loss below.
+            for p in self.disc_params:
+                p.requires_grad_(False)
+        with self._autocast():
+            out = self.train_model(*args, **kwargs)
+        lr = learning_rate(step, self.config)
+        grad_norm = self._update(out.loss, self.optimizer, self.scaler, self.model.parameters(), lr)
+        if self.ema_model is not None:
+            ema_update(self.ema_model, self.model, self.config.ema_decay)
+        record = {"loss": out.loss.detach().float(), "grad_norm": grad_norm.detach().float(),
+                  **{k: torch.as_tensor(v, device=self.device).detach().float() for k, v in out.terms.items()}}
+        if self.discriminator is not None:
+            record.update(self._discriminator_step(step, args[0], out.recon.detach()))
+        return record
+
+    def _discriminator_step(self, step: int, images: torch.Tensor, recon: torch.Tensor) -> dict:
+        for p in self.disc_params:
+            p.requires_grad_(True)
+        self.disc_optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            d_out = self.model.discriminator_loss(self.disc_train, images, recon, step)
+        record = {f"disc/{k}": torch.as_tensor(v, device=self.device).detach().float() for k, v in d_out.terms.items()}
+        record["disc/loss"] = d_out.loss.detach().float()
+        if d_out.loss.requires_grad:
+            lr = learning_rate(step, self.config, self.disc_lr)
+            record["disc/grad_norm"] = self._update(d_out.loss, self.disc_optimizer, self.disc_scaler,
+                                                    self.disc_params, lr).detach().float()
+        return record
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def _state(self) -> dict:
+        return {"config": self.config.to_dict(), "world_size": self.dist.world_size,
+                "scaler": self.scaler.state_dict(), "disc_scaler": self.disc_scaler.state_dict() if self.disc_scaler else {}}
+
+    def save_checkpoint(self) -> Path:
+        """Rank 0 writes a checkpoint of the current step; the other ranks wait for it."""
+        folder = self.checkpoint_root / ckpt.step_dir_name(self.step)
+        if self.dist.rank == 0:
+            folder = ckpt.save_checkpoint(
+                self.checkpoint_root, self.step, model=self.model, optimizer=self.optimizer, trainer_state=self._state(),
+                ema=self.ema_model, discriminator=self.discriminator, disc_optimizer=self.disc_optimizer,
+                keep_last=self.config.keep_checkpoints)
+        ddp.barrier()
+        return folder
+
+    def resume(self) -> Path | None:
+        """Load the checkpoint named by ``checkpoints/latest.json`` if there is one."""
+        folder = ckpt.latest_checkpoint(self.checkpoint_root)
+        if folder is None:
+            return None
+        state = ckpt.load_checkpoint(folder, model=self.model, optimizer=self.optimizer, ema=self.ema_model,
+                                     discriminator=self.discriminator, disc_optimizer=self.disc_optimizer)
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.disc_scaler is not None and state.get("disc_scaler"):
+            self.disc_scaler.load_state_dict(state["disc_scaler"])
+        self.step = int(state["step"])
+        log = self.out_dir / "train_log.jsonl"
+        if self.dist.rank == 0 and log.exists():
+            # records the killed run wrote after this checkpoint are about to be redone
+            kept = [line for line in log.read_text().splitlines() if line and json.loads(line)["step"] <= self.step]
+            with atomic_path(log) as tmp:
+                tmp.write_text("".join(line + "\n" for line in kept))
+        changed = {k: (v, state["config"].get(k)) for k, v in self.config.to_dict().items()
+                   if state["config"].get(k) != v and k not in {"steps", "log_every", "checkpoint_every", "keep_checkpoints"}}
+        self._message(f"resuming from {folder} at step {self.step}"
+                      + (f"; config changed since (now, then): {changed}" if changed else ""))
+        return folder
+
+    # -- logging ----------------------------------------------------------------------------------
+    def _message(self, text: str) -> None:
+        if self.dist.rank == 0:
+            logger.info(text)
+            if self.progress:
+                tqdm.write(text, file=sys.stderr)
+
+    def _log(self, step: int, window: dict, count: dict) -> dict:
+        keys = sorted(window)
+        # Keys such as disc/grad_norm appear only on some steps: each is averaged over its own count.
+        means = ddp.all_reduce_mean(torch.stack([window[k] / count[k] for k in keys]))
+        terms = dict(zip(keys, means.tolist()))
+        if not math.isfinite(terms["loss"]):
+            raise FloatingPointError(f"training loss is {terms['loss']} at step {step}; terms: {terms}")
+        record = {"step": step, "loss": terms["loss"], "lr": learning_rate(step - 1, self.config),
+                  "grad_norm": terms["grad_norm"],
+                  "terms": {k: v for k, v in terms.items() if k not in {"loss", "grad_norm"}}}
+        if self.dist.rank == 0:
+            with open(self.out_dir / "train_log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+            if self.log_fn is not None:
+                self.log_fn(record)
+        return terms
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def fit(self, until: int | None = None) -> FitResult:
+        """Train up to ``config.steps`` updates (or stop early at ``until``, keeping the schedule
+        of the full run), resuming from the latest checkpoint in ``out_dir`` when present."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        last = self.resume()
+        stop = self.config.steps if until is None else min(until, self.config.steps)
+        self.train_model.train()
+        every = self.config.log_every or max(1, stop - self.step)
+        window, count, terms = {}, {}, {}
+        bar = tqdm(total=stop, initial=self.step, desc="train", dynamic_ncols=True,
+                   disable=not self.progress or self.dist.rank != 0 or not sys.stderr.isatty())
+        while self.step < stop:
+            record = self.train_step(self.step)
+            self.step += 1
+            for k, v in record.items():
+                window[k], count[k] = window.get(k, 0.0) + v, count.get(k, 0) + 1
+            if self.step % every == 0 or self.step == stop:
+                terms = self._log(self.step, window, count)
+                bar.set_postfix(loss=f"{terms['loss']:.4g}")
+                window, count = {}, {}
+            if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0 and self.step < stop:
+                last = self.save_checkpoint()
+            bar.update(1)
+        bar.close()
+        if last is None or last.name != ckpt.step_dir_name(self.step):
+            last = self.save_checkpoint()
+        return FitResult(self.step, terms, last)
