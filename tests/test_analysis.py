@@ -1,0 +1,235 @@
+"""analysis/: tables, plots and REPORT.md from a synthetic results CSV (built with the real writers)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from analysis import plots
+from analysis.__main__ import main as analysis_main
+from analysis.report import evaluate_claims, write_report
+from analysis.tables import (format_mean_std, format_value, load_results, parse_variant, summary_table, to_latex,
+                             to_markdown)
+from discrete_priors.io import config_hash
+from discrete_priors.results import append_rows, make_rows
+
+SEED_OFFSETS = (-0.5, 0.0, 0.5)  # three seeds: mean = base, sample std = 0.5 exactly
+
+# (experiment, variant) -> {metric: base value}; "supported" numbers agree with every claim of the paper.
+SUPPORTED = {
+    ("reconstruction", "binary-c9"): {"psnr": 28.0, "ssim": 0.9, "rfd": 5.0, "bits_per_image": 144, "code_usage": 0.95},
+    ("reconstruction", "vq-K512"): {"psnr": 26.0, "ssim": 0.85, "rfd": 8.0, "bits_per_image": 144, "code_usage": 0.4},
+    ("reconstruction", "binary-c32"): {"psnr": 31.0, "ssim": 0.95, "rfd": 3.0, "bits_per_image": 512, "code_usage": 0.9},
+    ("reconstruction", "continuous-d8"): {"psnr": 33.0, "ssim": 0.97, "rfd": 2.0, "bits_per_image": 4096},
+    ("samplers", "bernoulli"): {"fd": 15.0, "precision": 0.7, "recall": 0.6, "nll_bits_per_bit": 0.31},
+    ("samplers", "absorbing"): {"fd": 17.0, "precision": 0.72, "recall": 0.5},
+    ("samplers", "autoregressive"): {"fd": 16.0, "precision": 0.65, "recall": 0.55, "nll_bits_per_bit": 0.29},
+    ("efficiency", "bernoulli/bs=64"): {"samples_per_s": 120.0, "nfe_per_sample": 16},
+    ("efficiency", "absorbing/bs=64"): {"samples_per_s": 30.0, "nfe_per_sample": 256},
+    ("efficiency", "autoregressive/bs=64"): {"samples_per_s": 12.0, "nfe_per_sample": 16},
+    ("steps", "bernoulli/S=4"): {"fd": 25.0}, ("steps", "bernoulli/S=16"): {"fd": 15.0},
+    ("steps", "bernoulli/S=64"): {"fd": 14.0}, ("steps", "absorbing/S=16"): {"fd": 30.0},
+    ("steps", "absorbing/S=64"): {"fd": 20.0}, ("steps", "absorbing/S=256"): {"fd": 14.5},
+    ("ablation", "target=residual/vlb=0.1"): {"fd": 12.0, "recall": 0.6},
+    ("ablation", "target=x0/vlb=0.1"): {"fd": 14.0, "recall": 0.55},
+    ("ablation", "target=direct/vlb=0.1"): {"fd": 20.0, "recall": 0.4},
+    ("ablation", "target=residual/vlb=0"): {"fd": 13.0, "recall": 0.58},
+    ("ablation", "reverse=joint/balance=class_balanced"): {"fd": 12.5, "recall": 0.6},
+}
+# The same grid with every claim contradicted.
+CONTRADICTED = {**SUPPORTED,
+                ("reconstruction", "binary-c9"): {**SUPPORTED[("reconstruction", "vq-K512")], "code_usage": 0.95},
+                ("reconstruction", "vq-K512"): {**SUPPORTED[("reconstruction", "binary-c9")], "code_usage": 0.4},
+                ("steps", "bernoulli/S=16"): {"fd": 30.0},
+                ("ablation", "target=residual/vlb=0.1"): {"fd": 20.0, "recall": 0.4},
+                ("ablation", "target=direct/vlb=0.1"): {"fd": 12.0, "recall": 0.6},
+                ("ablation", "target=residual/vlb=0"): {"fd": 11.0, "recall": 0.6}}
+
+
+def write_csv(path, grid, seeds=SEED_OFFSETS):
+    rows = []
+    for seed, offset in enumerate(seeds):
+        for (experiment, variant), metrics in grid.items():
+            # scale the seed spread with the value so small metrics (ssim) keep a sensible std
+            rows += make_rows(experiment=experiment, variant=variant, seed=seed, extractor="digits-classifier",
+                              num_samples=500, config_hash=config_hash({"variant": variant}),
+                              metrics={m: v + offset * (1.0 if v > 1.5 else 0.01) for m, v in metrics.items()})
+    append_rows(path, rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    out = {}
+    for name, grid in (("supported", SUPPORTED), ("contradicted", CONTRADICTED)):
+        root = tmp_path_factory.mktemp(name)
+        csv = write_csv(root / "results.csv", grid)
+        (root / "samples" / "bernoulli").mkdir(parents=True)
+        Image.new("L", (8, 8), 128).save(root / "samples" / "bernoulli" / "grid.png")
+        report = write_report(csv, root / "report", samples_dir=root / "samples", budget_note="digits 8x8, 3 seeds")
+        out[name] = (csv, report)
+    return out
+
+
+def verdicts(report_text: str) -> dict[int, str]:
+    return {int(n): v for n, v in re.findall(r"### (\d)\..*?\n\n\*\*Verdict: ([a-z ]+)\*\*", report_text)}
+
+
+def test_parse_variant_grammar():
+    assert parse_variant("bernoulli/S=16") == ("bernoulli", {"S": "16"})
+    assert parse_variant("target=x0/vlb=0.1") == ("", {"target": "x0", "vlb": "0.1"})
+    assert parse_variant("binary-c32") == ("binary-c32", {})
+    for bad in ("a/b", "S=1/S=2", "bernoulli/S=", "=3", ""):
+        with pytest.raises(ValueError, match="bad variant"):
+            parse_variant(bad)
+
+
+def test_numbers_are_formatted_to_three_significant_digits():
+    assert [format_value(x) for x in (12.345, 0.012345, 1234.4, 1.2345e6, 0.0)] == \
+        ["12.3", "0.0123", "1234", "1.23e+06", "0.00"]
+    assert format_mean_std(12.5, 0.5) == "12.5 ± 0.5"
+    assert format_mean_std(12.5, 0.004) == "12.5 ± 0.004"  # a nonzero std is never printed as 0
+    assert format_mean_std(12.5, float("nan")) == "12.5"
+
+
+def test_mean_std_over_seeds_is_exact(tmp_path):
+    df = load_results(write_csv(tmp_path / "r.csv", SUPPORTED))
+    table = summary_table(df, "ablation", ["fd", "recall"], lower_is_better={"fd": True, "recall": False})
+    row = table.set_index("variant").loc["target=x0/vlb=0.1"]
+    # fd seeds 13.5, 14, 14.5 -> mean 14, sample std 0.5; recall 0.545, 0.55, 0.555 -> 0.55 ± 0.005
+    assert (row["fd"], row["recall"], row["seeds"]) == ("14.0 ± 0.5", "0.550 ± 0.005", "3")
+    one = summary_table(load_results(write_csv(tmp_path / "one.csv", SUPPORTED, seeds=(0.0,))), "ablation", ["fd"],
+                        lower_is_better={"fd": True})
+    assert one.set_index("variant").loc["target=x0/vlb=0.1", "fd"] == "14.0" and set(one["seeds"]) == {"1"}
+
+
+def test_best_value_is_bold_for_lower_and_higher_is_better(tmp_path):
+    df = load_results(write_csv(tmp_path / "r.csv", SUPPORTED))
+    table = summary_table(df, "samplers", ["fd", "recall", "precision", "nll_bits_per_bit"],
+                          lower_is_better={"fd": True, "recall": False, "precision": None, "nll_bits_per_bit": True})
+    bold = {m: table.loc[table[m].str.startswith("**"), "variant"].tolist() for m in table.columns[1:-1]}
+    assert bold == {"fd": ["bernoulli"], "recall": ["bernoulli"], "precision": [],
+                    "nll_bits_per_bit": ["autoregressive"]}
+    assert table.set_index("variant").loc["absorbing", "nll_bits_per_bit"] == "–"  # not measured for absorbing
+    with pytest.raises(ValueError, match="no entry for metrics"):
+        summary_table(df, "samplers", ["fd"], lower_is_better={"FD": True})
+    with pytest.raises(ValueError, match="no rows for experiment"):
+        summary_table(df, "nonexistent", None, lower_is_better={})
+
+
+def test_markdown_table_parses_back_to_the_same_cells(tmp_path):
+    df = load_results(write_csv(tmp_path / "r.csv", SUPPORTED))
+    table = summary_table(df, "ablation", ["fd", "recall"], lower_is_better={"fd": True, "recall": False})
+    lines = to_markdown(table).strip().split("\n")
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
+    assert cells[0] == ["variant", "fd ↓", "recall ↑", "seeds"]
+    assert all(re.fullmatch(r":?-+:?", c) for c in cells[1])
+    assert cells[2:] == table.astype(str).values.tolist()
+    assert cells[2][1] == "**12.0 ± 0.5**"
+
+
+def test_latex_marks_the_best_with_textbf_and_escapes(tmp_path):
+    df = load_results(write_csv(tmp_path / "r.csv", SUPPORTED))
+    table = summary_table(df, "samplers", ["fd", "nll_bits_per_bit"],
+                          lower_is_better={"fd": True, "nll_bits_per_bit": True})
+    latex = to_latex(table, caption="Samplers", label="tab:samplers")
+    assert latex.count("\\textbf{") == 2
+    assert "bernoulli & \\textbf{15.0 $\\pm$ 0.5}" in latex
+    assert "nll\\_bits\\_per\\_bit $\\downarrow$" in latex and "\\begin{tabular}{lrrr}" in latex
+    assert latex.count("\\\\") == 1 + len(table)  # header + one line per variant
+
+
+@pytest.mark.parametrize("plot", [plots.steps_curve, plots.ablation_bars, plots.speed_bars])
+def test_plots_write_a_nonblank_png_of_the_expected_size(tmp_path, plot):
+    df = load_results(write_csv(tmp_path / "r.csv", SUPPORTED))
+    path = plot(df, tmp_path / "figs" / "plot.png")
+    image = np.asarray(Image.open(path).convert("L"))
+    assert image.shape == (plots.FIGSIZE[1] * plots.DPI, plots.FIGSIZE[0] * plots.DPI)
+    assert (image < 128).mean() > 0.01  # axes, labels and data drawn, not a blank canvas
+    assert [p.name for p in path.parent.iterdir()] == ["plot.png"]  # no temporary file left behind
+    with pytest.raises(ValueError, match="no 'fd' rows"):
+        plots.steps_curve(df[df["experiment"] != "steps"], tmp_path / "x.png")
+
+
+def test_claims_supported_when_the_numbers_agree(reports):
+    text = reports["supported"][1].read_text()
+    assert verdicts(text) == {1: "supported", 2: "supported", 3: "supported", 4: "supported"}
+    assert "residual fd 12.0 ± 0.5 < x0 14.0 ± 0.5 < direct 20.0 ± 0.5: holds" in text
+    assert "binary-c32 (512 bits) has no VQ latent within 1.5x" in text
+
+
+def test_claims_not_supported_when_the_numbers_contradict(reports):
+    text = reports["contradicted"][1].read_text()
+    assert verdicts(text) == {1: "not supported", 2: "not supported", 3: "not supported", 4: "not supported"}
+    assert "residual fd 20.0 ± 0.5 ≥ x0 14.0 ± 0.5 ≥ direct 12.0 ± 0.5: fails" in text
+
+
+def test_claims_not_measured_when_rows_are_absent(tmp_path):
+    only_efficiency = {k: v for k, v in SUPPORTED.items() if k[0] == "efficiency"}
+    report = write_report(write_csv(tmp_path / "r.csv", only_efficiency), tmp_path / "out")
+    text = report.read_text()
+    assert verdicts(text) == {i: "not measured" for i in (1, 2, 3, 4)}
+    assert "No rows for: `reconstruction`, `samplers`, `steps`, `ablation`." in text
+
+
+def test_partial_and_tolerance_rules(tmp_path):
+    grid = {("ablation", "target=residual"): {"fd": 10.0}, ("ablation", "target=x0"): {"fd": 15.0},
+            ("ablation", "target=direct"): {"fd": 12.0},
+            ("steps", "bernoulli/S=16"): {"fd": 10.9}, ("steps", "absorbing/S=512"): {"fd": 10.0},
+            ("steps", "bernoulli/tau=1/S=16"): {"fd": 11.1}, ("steps", "absorbing/tau=1/S=512"): {"fd": 10.0}}
+    claims = evaluate_claims(load_results(write_csv(tmp_path / "r.csv", grid, seeds=(0.0,))))
+    assert claims[0].verdict == "partly supported"  # residual < x0, but x0 is worse than direct
+    # one seed, so the slack is 10% of absorbing's fd: 10.9 matches 10.0, 11.1 does not
+    assert claims[2].verdict == "partly supported"
+    assert [line.endswith(": matches") for line in claims[2].evidence] == [True, False]
+
+
+def test_report_numbers_are_means_and_stds_of_the_csv(reports):
+    csv, report = reports["supported"]
+    df = pd.read_csv(csv)
+    checked = 0
+    for block in re.findall(r"^## (.*?)\n\n((?:\|.*\n)+)", report.read_text(), flags=re.M):
+        lines = block[1].strip().split("\n")
+        if not lines[0].startswith("| variant"):
+            continue
+        header = [c.strip().split(" ")[0] for c in lines[0].strip("|").split("|")]
+        for line in lines[2:]:
+            cells = [c.strip().strip("*") for c in line.strip("|").split("|")]
+            variant = cells[0]
+            for metric, cell in zip(header[1:-1], cells[1:-1]):
+                if cell == "–":
+                    continue
+                values = df.loc[(df["variant"] == variant) & (df["metric"] == metric), "value"]
+                experiment = df.loc[values.index, "experiment"].unique()
+                assert len(experiment) == 1, (variant, metric)
+                for text, expected in zip(cell.split(" ± "), (values.mean(), values.std(ddof=1))):
+                    decimals = len(text.split(".")[1]) if "." in text else 0
+                    # the printed number is the CSV's mean (or std) rounded to the printed decimals
+                    assert abs(float(text) - expected) <= 0.5 * 10 ** -decimals + 1e-9, (variant, metric, text)
+                    checked += 1
+            assert cells[-1] == str(df.loc[df["variant"] == variant, "seed"].nunique())
+    assert checked == 2 * sum(len(m) for m in SUPPORTED.values())  # every measured cell: a mean and a std
+
+
+def test_report_links_existing_files_and_states_the_scale(reports):
+    _, report = reports["supported"]
+    text = report.read_text()
+    assert "digits 8x8, 3 seeds" in text and "digits-classifier" in text and "| 500 |" in text
+    for target in re.findall(r"\]\(([^)]+)\)", text):
+        assert (report.parent / target).is_file(), target
+    for name in ("samplers", "efficiency", "steps", "ablation"):
+        assert f"](plots/{name}.png)" in text
+    assert "](../samples/bernoulli/grid.png)" in text
+
+
+def test_cli_writes_the_report_and_fails_clearly(tmp_path, capsys):
+    csv = write_csv(tmp_path / "results.csv", SUPPORTED)
+    assert analysis_main(["--results", str(csv), "--out", str(tmp_path / "report")]) == 0
+    assert sorted(p.name for p in (tmp_path / "report" / "tables").iterdir()) == sorted(
+        f"{e}.{s}" for e in ("reconstruction", "samplers", "efficiency", "steps", "ablation") for s in ("md", "tex"))
+    assert analysis_main(["--results", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "x")]) == 2
+    assert "missing.csv" in capsys.readouterr().err
