@@ -41,10 +41,8 @@ def encode(args) -> dict:
 
 
 def prior_kwargs_from_args(args) -> dict:
-    from discrete_priors.nets.denoiser import denoiser_preset
-
     kwargs = {flag: getattr(args, flag) for flag in PRIOR_FLAGS if getattr(args, flag, None) is not None}
-    kwargs["net"] = denoiser_preset(args.net)
+    kwargs["preset"] = args.net  # the same network-size preset names for every prior
     return kwargs
 
 

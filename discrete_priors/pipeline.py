@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from discrete_priors.io import config_hash, read_json
+from discrete_priors.io import config_hash, read_json, write_json
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -45,7 +45,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path:
     """The newest complete checkpoint directory of a trainer run directory."""
     from discrete_priors.training import latest_checkpoint as _latest
 
-    ckpt = _latest(Path(run_dir))
+    ckpt = _latest(Path(run_dir) / "checkpoints")
     if ckpt is None:
         raise FileNotFoundError(f"no checkpoint under {run_dir}: train it first")
     return Path(ckpt)
@@ -67,7 +67,9 @@ def load_prior(run_dir: str | Path, *, ema: bool = True, device: str | torch.dev
     from discrete_priors.training import load_model_weights
 
     ckpt = latest_checkpoint(run_dir)
-    model = prior_from_config(read_json(ckpt / "model_config.json"))
+    config = read_json(ckpt / "model_config.json")
+    config.setdefault("name", read_json(Path(run_dir) / "prior.json")["name"])
+    model = prior_from_config(config)
     load_model_weights(model, ckpt, ema=ema)
     return model.to(device).eval()
 
@@ -76,8 +78,9 @@ def autoencoder_fingerprint(run_dir: str | Path) -> str:
     """Hash of the autoencoder's config and of the exact weights a latent cache was made with."""
     ckpt = latest_checkpoint(run_dir)
     digest = hashlib.sha256()
-    for name in sorted(p.name for p in ckpt.glob("*.safetensors")):
-        digest.update((ckpt / name).read_bytes())
+    for name in ("model.safetensors", "ema.safetensors"):
+        if (ckpt / name).exists():
+            digest.update((ckpt / name).read_bytes())
     return config_hash({"config": read_json(ckpt / "model_config.json"), "weights": digest.hexdigest()})
 
 
@@ -200,6 +203,7 @@ def train_prior(*, out: str | Path, latents_dir: str | Path, prior: str = "berno
         num_classes = int(cache.labels.max()) + 1
     torch.manual_seed(train_config.get("seed", 0))
     model = build_prior(prior, cache.spec, num_classes=num_classes, **(prior_kwargs or {}))
+    write_json(Path(out) / "prior.json", {"name": prior, "latents": str(latents_dir), "resample": resample})
     config = TrainConfig.from_dict(train_config)
     trainer = Trainer(model, (torch.arange(len(cache)),), config, Path(out),
                       batch_fn=_cache_batch_fn(cache, resample=resample, conditional=class_conditional),

@@ -1,0 +1,314 @@
+"""Bernoulli diffusion prior over binary codes — the method of Binary Latent Diffusion.
+
+Binary Latent Diffusion, Wang, Wang, Liu & Qiu, CVPR 2023 — https://arxiv.org/abs/2304.04820
+
+One batch of codes, start to end: ``loss`` draws t ~ U{1..T} per sample, flips each bit of z⁰
+with probability (1 − k_t)/2 (:func:`bernoulli_math.q_sample`), shows the denoiser (±1 bits,
+t/T, label) and scores its logits against the target of the chosen parameterization; ``sample``
+runs the reverse chain on a grid of S <= T steps with exact multi-step posteriors. All per-bit
+maths lives in :mod:`discrete_priors.priors.bernoulli_math`, schedules in
+:mod:`discrete_priors.priors.schedules`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from discrete_priors.latents.base import CodeSpec
+from discrete_priors.nets.denoiser import Denoiser, denoiser_preset
+from discrete_priors.priors import bernoulli_math as bm
+from discrete_priors.priors.base import LossOutput, NLLOutput, Prior
+from discrete_priors.priors.schedules import SCHEDULES, make_schedule
+
+LOSS_BALANCES = ("none", "class_balanced")
+TIME_WEIGHTINGS = ("uniform", "linear")
+FINAL_STEPS = ("threshold", "sample")
+
+
+class VLBOutput(NamedTuple):
+    """bits_per_bit: (B,) the bound in bits per latent bit; terms: (B, M) nats per code of the
+    evaluated steps ``t`` (M,) (already scaled by T/M when estimated); prior: (B,) nats of
+    KL(q(z^T|z⁰) ‖ B(½)); estimated: True when only a random subset of steps was evaluated."""
+
+    bits_per_bit: torch.Tensor
+    terms: torch.Tensor
+    t: torch.Tensor
+    prior: torch.Tensor
+    estimated: bool
+
+
+def sampling_grid(timesteps: int, steps: int) -> torch.Tensor:
+    """(steps + 1,) long, strictly decreasing from T to 0: round(linspace(T, 0, S + 1)).
+    Consecutive values of linspace differ by T/S >= 1, so rounding keeps them distinct; S = T
+    gives every step. The network at grid point t sees time t/T."""
+    if not isinstance(steps, int) or not 1 <= steps <= timesteps:
+        raise ValueError(f"steps must be an int in [1, {timesteps}] (the training T), got {steps!r}")
+    return torch.linspace(timesteps, 0, steps + 1, dtype=torch.float64).round().long()
+
+
+class BernoulliDiffusion(Prior):
+    """Bernoulli diffusion on binary codes (B, N, c) (SPEC section 2).
+
+    net: Denoiser size/options (e.g. ``denoiser_preset("cpu")``, plus ``cond``/``pos_emb``);
+      ``preset`` names the sizes instead; keys in ``net`` override the preset.
+    timesteps: T; schedule: "linear" | "cosine" | "sigmoid" (see :mod:`schedules`).
+    parameterization: what the logits mean — "direct" (the Bernoulli parameter of zᵗ⁻¹),
+      "x0" (p̂(z⁰=1)), "residual" (the flip probability p(z⁰ ≠ zᵗ), the paper's choice).
+    reverse: "mixture" | "joint" — how p̂ becomes a reverse step (ignored by "direct").
+    loss_balance: "none" | "class_balanced" (per-sample ρ weighting of flipped/unflipped bits, as
+      the reference code; see :func:`bernoulli_math.class_balanced_weights`).
+    vlb_weight: λ in L = L_target + λ L_vlb; time_weighting of L_vlb: "uniform" | "linear"
+      (weight 1 − (t−1)/T).
+    final_step: "threshold" (z⁰ = 1[p̂(z⁰=1 | zᵗ) > ½], for direct 1[f > ½]; the reference code)
+      | "sample" (draw the last reverse step; under the mixture form that is z⁰ ~ B(p̂)).
+    cond_drop_prob: per-sample probability of training with the null label (classifier-free guidance).
+    inpaint_renoise: re-impose known bits re-noised to the current step (True) or clean (False).
+    default_steps, temperature: sampling defaults.
+
+    The ``direct`` target is BCE against the exact posterior probability q(zᵗ⁻¹=1 | zᵗ, z⁰)
+    (a soft target: same expected gradient as a sampled zᵗ⁻¹, lower variance). Its network is
+    a one-step kernel, so sampling ``direct`` with S < T steps raises an error.
+    """
+
+    accepts = frozenset({"binary"})
+    name = "bernoulli"
+
+    def __init__(
+        self,
+        spec: CodeSpec | dict,
+        *,
+        num_classes: int | None = None,
+        net: dict | None = None,
+        preset: str | None = None,
+        timesteps: int = 256,
+        schedule: str = "linear",
+        parameterization: str = "residual",
+        reverse: str = "mixture",
+        loss_balance: str = "none",
+        vlb_weight: float = 0.0,
+        time_weighting: str = "uniform",
+        final_step: str = "threshold",
+        cond_drop_prob: float = 0.1,
+        inpaint_renoise: bool = False,
+        default_steps: int | None = None,
+        temperature: float = 1.0,
+    ):
+        if isinstance(spec, dict):
+            spec = CodeSpec.from_dict(spec)
+        super().__init__(spec, num_classes=num_classes)
+        assert schedule in SCHEDULES, f"unknown schedule {schedule!r}, expected one of {SCHEDULES}"
+        assert parameterization in bm.PARAMETERIZATIONS, f"unknown parameterization {parameterization!r}"
+        assert reverse in bm.REVERSE_FORMS, f"unknown reverse form {reverse!r}, expected one of {bm.REVERSE_FORMS}"
+        assert loss_balance in LOSS_BALANCES, f"unknown loss_balance {loss_balance!r}, expected one of {LOSS_BALANCES}"
+        assert time_weighting in TIME_WEIGHTINGS, f"unknown time_weighting {time_weighting!r}, expected one of {TIME_WEIGHTINGS}"
+        assert final_step in FINAL_STEPS, f"unknown final_step {final_step!r}, expected one of {FINAL_STEPS}"
+        if not 0.0 <= cond_drop_prob < 1.0:
+            raise ValueError(f"cond_drop_prob must lie in [0, 1), got {cond_drop_prob}")
+        if vlb_weight < 0:
+            raise ValueError(f"vlb_weight must be >= 0, got {vlb_weight}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        default_steps = timesteps if default_steps is None else default_steps
+        sampling_grid(timesteps, default_steps)  # validates both
+        if parameterization == "direct" and default_steps != timesteps:
+            raise ValueError(f"parameterization 'direct' samples one step at a time: default_steps must be T={timesteps}")
+        net = (denoiser_preset(preset) if preset is not None else {}) | dict(net or {})
+        self.config = dict(
+            spec=spec.to_dict(), num_classes=num_classes, net=net, preset=preset, timesteps=timesteps, schedule=schedule,
+            parameterization=parameterization, reverse=reverse, loss_balance=loss_balance, vlb_weight=float(vlb_weight),
+            time_weighting=time_weighting, final_step=final_step, cond_drop_prob=float(cond_drop_prob),
+            inpaint_renoise=bool(inpaint_renoise), default_steps=default_steps, temperature=float(temperature),
+        )
+        self.timesteps, self.parameterization, self.reverse = timesteps, parameterization, reverse
+        self.loss_balance, self.vlb_weight, self.time_weighting = loss_balance, vlb_weight, time_weighting
+        self.final_step, self.cond_drop_prob, self.inpaint_renoise = final_step, cond_drop_prob, inpaint_renoise
+        self.default_steps, self.temperature = default_steps, temperature
+        self.schedule = make_schedule(schedule, timesteps)
+        c = spec.channels
+        self.net = Denoiser(grid=spec.grid, in_dim=c, out_dim=c, num_classes=num_classes, **net)
+
+    # -- pieces ----------------------------------------------------------------------------------
+    def _rand(self, shape, generator) -> torch.Tensor:
+        device = generator.device if generator is not None else self.device
+        return torch.rand(shape, generator=generator, device=device).to(self.device)
+
+    def _jump(self, t, s, dtype) -> bm.Jump:
+        return bm.make_jump(self.schedule, t, s, dtype=dtype, device=self.device)
+
+    def net_logits(self, z_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """Denoiser logits (B, N, c) for codes z_t (B, N, c) in {0,1} at integer steps t (B,):
+        bits enter as ±1, time as t/T (never scaled by a sampling step count)."""
+        # cast back: under autocast the network may return bf16/fp16, the diffusion maths wants fp32+
+        return self.net(z_t * 2 - 1, t.to(z_t.dtype) / self.timesteps, labels).to(z_t.dtype)
+
+    def guided_logits(self, z_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, guidance: float) -> torch.Tensor:
+        """ℓ = (1 + w) ℓ_cond − w ℓ_uncond, both passes in one batch; w = 0 is one conditional pass."""
+        if guidance == 0.0:
+            return self.net_logits(z_t, t, labels)
+        null = torch.full_like(labels, self.num_classes)
+        both = self.net_logits(torch.cat([z_t, z_t]), torch.cat([t, t]), torch.cat([labels, null]))
+        cond, uncond = both.chunk(2)
+        return (1 + guidance) * cond - guidance * uncond
+
+    def reverse_logits(self, z_t, net_logits, t, s, *, form: str | None = None) -> torch.Tensor:
+        """Logit of p_θ(zˢ=1 | zᵗ) for steps t > s (ints or (B,) long)."""
+        return bm.reverse_logits(
+            z_t, net_logits, self._jump(t, s, z_t.dtype), parameterization=self.parameterization, form=form or self.reverse
+        )
+
+    def _drop_labels(self, labels, generator):
+        if labels is None or not self.training or self.cond_drop_prob == 0:
+            return labels
+        drop = self._rand(labels.shape, generator) < self.cond_drop_prob
+        return torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+
+    # -- training ------------------------------------------------------------------------------
+    def loss(self, codes: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None) -> LossOutput:
+        """L = L_target + λ L_vlb at t ~ U{1..T} per sample (SPEC 2.5); both mean per latent bit in
+        nats. terms: target, vlb (time-weighted, nats per bit), loss."""
+        z0 = self.check_codes(codes)
+        batch = z0.shape[0]
+        labels = self.check_labels(labels, batch)
+        device = generator.device if generator is not None else self.device
+        t = torch.randint(1, self.timesteps + 1, (batch,), generator=generator, device=device).to(self.device)
+        keep_t = self.schedule.k(t).to(device=z0.device, dtype=z0.dtype).reshape(-1, 1, 1)
+        z_t = bm.q_sample(z0, keep_t, generator=generator)
+        logits = self.net_logits(z_t, t, self._drop_labels(labels, generator))
+        jump = self._jump(t, t - 1, z0.dtype)
+        flips = (z_t != z0).to(z0.dtype)
+        if self.parameterization == "x0":
+            target = z0
+        elif self.parameterization == "residual":
+            target = flips
+        else:
+            target = bm.posterior_one_prob(z_t, z0, jump)
+        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        if self.loss_balance == "class_balanced":
+            target_loss = (bce * bm.class_balanced_weights(flips)).mean()
+        else:
+            target_loss = bce.mean()
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.vlb_weight > 0):  # only logged when λ = 0
+            rev = bm.reverse_logits(z_t, logits, jump, parameterization=self.parameterization, form=self.reverse)
+            vlb_per_sample = bm.vlb_terms(z0, z_t, rev, jump, t).flatten(1).mean(1)
+        time_weight = 1.0 - (t - 1).to(z0.dtype) / self.timesteps if self.time_weighting == "linear" else 1.0
+        vlb = (vlb_per_sample * time_weight).mean()
+        loss = target_loss + self.vlb_weight * vlb if self.vlb_weight > 0 else target_loss
+        return LossOutput(loss, {"target": target_loss.detach(), "vlb": vlb.detach(), "loss": loss.detach()})
+
+    # -- likelihood ----------------------------------------------------------------------------
+    def step_vlb(self, z0: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """L_t(z⁰, zᵗ) in nats per code (B,) for given zᵗ (B, N, c) and steps t (B,): the VLB term
+        before the expectation over zᵗ (exposed so tests can take that expectation exactly)."""
+        rev = self.reverse_logits(z_t, self.net_logits(z_t, t, labels), t, t - 1)
+        return bm.vlb_terms(z0, z_t, rev, self._jump(t, t - 1, z0.dtype), t).flatten(1).sum(1)
+
+    @torch.no_grad()
+    def vlb(self, codes: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None,
+            num_timesteps: int | None = None) -> VLBOutput:
+        """Full variational bound −log p(z⁰) <= Σ_{t=1}^T E_q L_t + KL(q(z^T|z⁰) ‖ B(½)), one zᵗ per
+        t and code (T network calls of batch B). ``num_timesteps=M < T`` estimates it from M steps
+        drawn without replacement, scaled by T/M (unbiased; labelled ``estimated``)."""
+        z0 = self.check_codes(codes)
+        labels = self.check_labels(labels, z0.shape[0])
+        T = self.timesteps
+        if num_timesteps is None or num_timesteps >= T:
+            steps, scale = torch.arange(1, T + 1), 1.0
+        else:
+            if num_timesteps < 1:
+                raise ValueError(f"num_timesteps must be >= 1, got {num_timesteps}")
+            device = generator.device if generator is not None else "cpu"
+            steps = (torch.randperm(T, generator=generator, device=device)[:num_timesteps] + 1).sort().values.cpu()
+            scale = T / num_timesteps
+        terms = []
+        for step in steps.tolist():
+            t = torch.full((z0.shape[0],), step, dtype=torch.long, device=self.device)
+            z_t = bm.q_sample(z0, torch.as_tensor(self.schedule.k(step).item(), dtype=z0.dtype), generator=generator)
+            terms.append(self.step_vlb(z0, z_t, t, labels) * scale)
+        terms = torch.stack(terms, 1)
+        prior = bm.prior_term(z0, self.schedule.k(T).item()).flatten(1).sum(1)
+        bits = (terms.sum(1) + prior) / (math.log(2) * z0[0].numel())
+        return VLBOutput(bits, terms, steps, prior, scale != 1.0)
+
+    @torch.no_grad()
+    def nll(self, codes: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None,
+            num_timesteps: int | None = None) -> NLLOutput:
+        """The VLB upper bound (:meth:`vlb`) in bits per latent bit; ``exact`` is False."""
+        return NLLOutput(self.vlb(codes, labels, generator=generator, num_timesteps=num_timesteps).bits_per_bit, False)
+
+    # -- sampling ------------------------------------------------------------------------------
+    def network_evals_per_sample(self, steps: int | None = None, *, guidance: float = 0.0) -> int:
+        steps = self.default_steps if steps is None else steps
+        return steps * (2 if guidance != 0.0 else 1)
+
+    def _known_at(self, known, s: int, renoise: bool, generator):
+        if not renoise or s == 0:
+            return known
+        return bm.q_sample(known, torch.as_tensor(self.schedule.k(s).item(), dtype=known.dtype), generator=generator)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        *,
+        steps: int | None = None,
+        temperature: float | None = None,
+        labels: torch.Tensor | None = None,
+        guidance: float = 0.0,
+        inpaint_mask: torch.Tensor | None = None,
+        known_codes: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+        reverse: str | None = None,
+        final_step: str | None = None,
+        inpaint_renoise: bool | None = None,
+    ) -> torch.Tensor:
+        """n codes (n, N, c) in {0,1}. Grid: :func:`sampling_grid` (T → 0 in ``steps`` jumps, each an
+        exact multi-step posterior); network time input t/T; logits guided then divided by
+        ``temperature``; inpainting re-imposes known bits after every step. ``reverse``,
+        ``final_step``, ``inpaint_renoise`` override the config for this call (ablations on
+        one trained model)."""
+        steps = self.default_steps if steps is None else steps
+        temperature = self.temperature if temperature is None else temperature
+        reverse = reverse or self.reverse
+        final_step = final_step or self.final_step
+        renoise = self.inpaint_renoise if inpaint_renoise is None else inpaint_renoise
+        assert reverse in bm.REVERSE_FORMS, f"unknown reverse form {reverse!r}"
+        assert final_step in FINAL_STEPS, f"unknown final_step {final_step!r}"
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        grid = sampling_grid(self.timesteps, steps)
+        if self.parameterization == "direct" and steps != self.timesteps:
+            raise ValueError(f"parameterization 'direct' predicts one step t -> t-1 only: sample with steps={self.timesteps}, got {steps}")
+        labels = self.check_labels(labels, n)
+        if guidance != 0.0 and labels is None:
+            raise ValueError("classifier-free guidance (guidance != 0) needs labels")
+        mask, known = self.check_inpaint(inpaint_mask, known_codes, n)
+        if mask is not None:
+            mask = (mask[..., None].expand_as(known) if mask.dim() == 2 else mask).to(self.device)
+        dtype = torch.promote_types(torch.float32, next(self.parameters()).dtype)  # float64 for a .double() prior
+        z = (self._rand((n, *self.spec.shape), generator) < 0.5).to(dtype)
+        if mask is not None:
+            known = known.to(device=self.device, dtype=dtype)
+            z = torch.where(mask, self._known_at(known, self.timesteps, renoise, generator), z)
+        pairs = list(zip(grid[:-1].tolist(), grid[1:].tolist()))
+        if progress:
+            from tqdm.auto import tqdm
+
+            pairs = tqdm(pairs, desc="bernoulli sampling")
+        for t_val, s_val in pairs:
+            t = torch.full((n,), t_val, dtype=torch.long, device=self.device)
+            logits = self.guided_logits(z, t, labels, guidance) / temperature
+            if s_val == 0 and final_step == "threshold":
+                # p̂(z⁰=1) > ½ ⇔ its logit > 0 (for direct the logits are already p(z⁰ | z¹))
+                x0 = logits if self.parameterization == "direct" else bm.x0_logits(logits, z, self.parameterization)
+                z = (x0 > 0).to(dtype)
+            else:
+                rev = bm.reverse_logits(z, logits, self._jump(t_val, s_val, dtype), parameterization=self.parameterization, form=reverse)
+                z = bm.bernoulli(torch.sigmoid(rev), generator=generator)
+            if mask is not None:
+                z = torch.where(mask, self._known_at(known, s_val, renoise, generator), z)
+        return z

@@ -1,0 +1,116 @@
+"""Noise schedules of the Bernoulli diffusion (SPEC 2.1): pure tables over t = 0..T.
+
+Every schedule is given by its *keep rate* k_t = Π_{i≤t}(1 − β_i), the probability mass that
+z⁰ still carries at step t: q(zᵗ | z⁰) = B(k_t z⁰ + b_t) with b_t = (1 − k_t)/2, so a bit of z⁰
+is flipped by time t with probability (1 − k_t)/2. k_0 = 1, b_0 = 0, and all schedules here end
+at k_T = 0 exactly, so z^T ~ B(½) exactly (the VLB prior term vanishes).
+
+Tables are float64 (the posterior needs 1 − K for K close to 1); callers cast what they gather.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+SCHEDULES = ("linear", "cosine", "sigmoid")
+
+# Sigmoid schedule constants (Jabri et al. 2022, "Scalable Adaptive Computation for Iterative
+# Generation", arXiv 2212.11972, Alg. 1; also Chen 2023, arXiv 2301.10972): start/end of the
+# sigmoid's input range and its temperature.
+SIGMOID_START, SIGMOID_END, SIGMOID_TAU = -3.0, 3.0, 1.0
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def keep_rates(name: str, timesteps: int) -> torch.Tensor:
+    """(T+1,) float64 k_t for t = 0..T under schedule ``name``.
+
+    * ``linear``:  k_t = 1 − t/T (linear in k — the reference code's default).
+    * ``cosine``:  k_t = ½(1 + cos(π t/T)).
+    * ``sigmoid``: k_t = (σ(e/τ) − σ((s + (e − s) t/T)/τ)) / (σ(e/τ) − σ(s/τ)) with s = −3, e = 3,
+      τ = 1: a sigmoid in t rescaled to run exactly from 1 (t = 0) to 0 (t = T); it keeps
+      more signal early and destroys it faster in the middle than ``linear``.
+    """
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}, expected one of {SCHEDULES}")
+    if not isinstance(timesteps, int) or timesteps < 1:
+        raise ValueError(f"timesteps must be a positive int, got {timesteps!r}")
+    u = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
+    if name == "linear":
+        keep = 1.0 - u
+    elif name == "cosine":
+        keep = 0.5 * (1.0 + torch.cos(math.pi * u))
+    else:
+        lo, hi = _sigmoid(SIGMOID_START / SIGMOID_TAU), _sigmoid(SIGMOID_END / SIGMOID_TAU)
+        keep = (hi - torch.sigmoid((SIGMOID_START + (SIGMOID_END - SIGMOID_START) * u) / SIGMOID_TAU)) / (hi - lo)
+    # Pin the ends exactly (rounding could leave k_T = 1e-17 and make β_T ≠ 1).
+    keep[0], keep[-1] = 1.0, 0.0
+    return keep
+
+
+class Schedule:
+    """A Bernoulli-diffusion schedule over t = 0..T (float64 tables, all (T+1,)).
+
+    ``k(t)``: keep rate k_t; ``b(t)``: b_t = (1 − k_t)/2; ``beta(t)``: β_t = 1 − k_t/k_{t−1}
+    (β_0 = 0; β_T = 1 when k_T = 0); ``skip(t, s)``: K = k_t/k_s, the keep rate of the jump
+    s → t, q(zᵗ | zˢ) = B(K zˢ + (1 − K)/2). Each accepts an int or a long tensor of steps
+    (any shape) and returns float64 values of the same shape, on t's device (CPU for MPS);
+    ``t=None`` returns the table.
+    """
+
+    def __init__(self, keep: torch.Tensor, *, name: str = "custom"):
+        keep = torch.as_tensor(keep, dtype=torch.float64)
+        if keep.dim() != 1 or keep.numel() < 2:
+            raise ValueError(f"keep rates: expected a 1-d table over t = 0..T (T >= 1), got shape {tuple(keep.shape)}")
+        if keep[0] != 1.0:
+            raise ValueError(f"keep rates must start at k_0 = 1, got {keep[0].item()}")
+        if (keep[1:] >= keep[:-1]).any() or keep[-1] < 0:
+            raise ValueError("keep rates must decrease strictly from 1 to a value >= 0")
+        self.name = name
+        self.timesteps = keep.numel() - 1
+        self._keep = keep
+        self._beta = torch.cat([keep.new_zeros(1), 1.0 - keep[1:] / keep[:-1]])
+
+    def __repr__(self) -> str:
+        return f"Schedule(name={self.name!r}, timesteps={self.timesteps}, k_T={self._keep[-1].item():.3g})"
+
+    def _at(self, table: torch.Tensor, t) -> torch.Tensor:
+        if t is None:
+            return table
+        t = torch.as_tensor(t)
+        if t.dtype.is_floating_point:
+            raise ValueError(f"steps must be integers in 0..{self.timesteps}, got dtype {t.dtype}")
+        if t.numel() and (t.min() < 0 or t.max() > self.timesteps):
+            raise ValueError(f"steps must lie in 0..{self.timesteps}, got [{int(t.min())}, {int(t.max())}]")
+        if t.device.type == "mps":  # no float64 on Apple GPUs: index on the CPU, callers cast and move
+            t = t.cpu()
+        return table.to(t.device)[t]
+
+    def k(self, t=None) -> torch.Tensor:
+        return self._at(self._keep, t)
+
+    def b(self, t=None) -> torch.Tensor:
+        return self._at((1.0 - self._keep) / 2, t)
+
+    def beta(self, t=None) -> torch.Tensor:
+        return self._at(self._beta, t)
+
+    def skip(self, t, s) -> torch.Tensor:
+        """K = k_t / k_s for s < t (s = t − 1 gives 1 − β_t)."""
+        t, s = torch.as_tensor(t), torch.as_tensor(s)
+        if (s >= t).any():
+            raise ValueError("skip(t, s) needs s < t")
+        return self.k(t) / self.k(s)  # k_s > 0 since s < t <= T and k decreases strictly
+
+    def flip_prob(self, t=None) -> torch.Tensor:
+        """Probability that a bit of z⁰ differs in zᵗ: (1 − k_t)/2 = b_t."""
+        return self.b(t)
+
+
+def make_schedule(name: str, timesteps: int) -> Schedule:
+    """``name`` in {"linear", "cosine", "sigmoid"}; see :func:`keep_rates`."""
+    return Schedule(keep_rates(name, timesteps), name=name)

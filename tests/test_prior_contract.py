@@ -1,0 +1,238 @@
+"""The contract every prior passes, for every latent kind it accepts.
+
+Adding a prior: register it in ``discrete_priors/priors/__init__.py`` and add ONE line to
+``CASES`` below (registry name, tiny constructor kwargs, whether its nll is exact). Every test
+here then runs on it for each kind in its ``accepts``; kinds it does not accept are checked to
+fail at construction.
+"""
+
+import json
+import math
+
+import pytest
+import torch
+
+from discrete_priors.latents.base import KINDS, CodeSpec
+from discrete_priors.priors import PRIORS, build_prior, prior_from_config
+from discrete_priors.priors.base import LossOutput, NLLOutput, Prior
+
+# (registry name, tiny constructor kwargs, nll is exact)
+CASES = [
+    ("bernoulli", dict(preset="tiny", timesteps=8), False),
+    ("absorbing", dict(preset="tiny", timesteps=8), False),
+    ("autoregressive", dict(preset="tiny"), True),
+]
+
+SPECS = {
+    "binary": CodeSpec(kind="binary", grid=(2, 3), channels=4),
+    "categorical": CodeSpec(kind="categorical", grid=(2, 3), channels=1, vocab_size=5),
+    "continuous": CodeSpec(kind="continuous", grid=(2, 3), channels=4),
+}
+NUM_CLASSES = 3
+
+# Known contract violations, xfailed strictly: when one is fixed its test XPASSes and fails, so
+# the line here must be removed. {(prior name, test name): reason}
+KNOWN_ISSUES = {
+    ("absorbing", "test_sample_and_nll_keep_the_training_mode"): "sample() and nll() call self.eval() and never restore train mode",
+}
+
+
+def _known_issue(request, name: str) -> None:
+    reason = KNOWN_ISSUES.get((name, request.node.originalname))
+    if reason:
+        request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
+
+
+def _prior_class(name: str):
+    """The class, or None while its module has not landed (a broken module still errors)."""
+    try:
+        return PRIORS[name]
+    except ModuleNotFoundError as err:
+        if err.name and err.name.startswith("discrete_priors.priors."):
+            return None
+        raise
+
+
+def _cases(accepted: bool):
+    """pytest params (name, kwargs, exact, kind) for the kinds each prior accepts (or rejects)."""
+    params = []
+    for name, kwargs, exact in CASES:
+        cls = _prior_class(name)
+        if cls is None:
+            params.append(pytest.param(name, kwargs, exact, "binary", id=f"{name}-missing",
+                                       marks=pytest.mark.skip(reason=f"prior module for {name!r} not in the tree yet")))
+            continue
+        for kind in KINDS:
+            if (kind in cls.accepts) == accepted:
+                params.append(pytest.param(name, kwargs, exact, kind, id=f"{name}-{kind}"))
+    return params
+
+
+ACCEPTED = _cases(accepted=True)
+REJECTED = _cases(accepted=False)
+
+
+def _build(name, kwargs, kind, num_classes=None, seed=0) -> Prior:
+    torch.manual_seed(seed)  # parameter init only; everything else takes explicit generators
+    return build_prior(name, SPECS[kind], num_classes=num_classes, **kwargs)
+
+
+def _codes(kind: str, batch: int = 16, seed: int = 0) -> torch.Tensor:
+    spec, g = SPECS[kind], torch.Generator().manual_seed(seed)
+    if kind == "binary":
+        return torch.randint(0, 2, (batch, *spec.shape), generator=g).float()
+    return torch.randint(0, spec.vocab_size, (batch, *spec.shape), generator=g)
+
+
+def _check_layout(codes: torch.Tensor, kind: str, n: int) -> None:
+    spec = SPECS[kind]
+    assert codes.shape == (n, *spec.shape)
+    if kind == "binary":
+        assert codes.dtype == torch.float32
+        assert set(codes.unique().tolist()) <= {0.0, 1.0}
+    else:
+        assert codes.dtype == torch.long
+        assert 0 <= codes.min() and codes.max() < spec.vocab_size
+
+
+@pytest.mark.parametrize("name,kwargs,exact,kind", ACCEPTED)
+def test_loss_is_finite_and_decreases_on_a_fixed_batch(name, kwargs, exact, kind):
+    prior = _build(name, kwargs, kind)
+    codes = _codes(kind)
+    opt = torch.optim.Adam(prior.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        # the same noise/mask draws every step: a fixed objective, so a decrease is not luck
+        out = prior.loss(codes, generator=torch.Generator().manual_seed(0))
+        assert isinstance(out, LossOutput) and out.loss.dim() == 0 and torch.isfinite(out.loss)
+        assert all(math.isfinite(float(v)) for v in out.terms.values())
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(out.loss.item())
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < 0.8 * first, losses  # measured: 0.19-0.56
+
+
+@pytest.mark.parametrize("name,kwargs,exact,kind", ACCEPTED)
+def test_forward_is_the_loss(name, kwargs, exact, kind):
+    prior, codes = _build(name, kwargs, kind), _codes(kind)
+    a = prior(codes, generator=torch.Generator().manual_seed(1)).loss
+    b = prior.loss(codes, generator=torch.Generator().manual_seed(1)).loss
+    torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name,kwargs,exact,kind", ACCEPTED)
+def test_sample_layout_and_seed_reproducibility(name, kwargs, exact, kind):
+    prior = _build(name, kwargs, kind)
+    a = prior.sample(8, generator=torch.Generator().manual_seed(0))
+    _check_layout(a, kind, 8)
+    assert torch.equal(a, prior.sample(8, generator=torch.Generator().manual_seed(0)))
+    assert not torch.equal(a, prior.sample(8, generator=torch.Generator().manual_seed(1)))
+    evals = prior.network_evals_per_sample()
+    assert isinstance(evals, int) and evals >= 1
+
+
+@pytest.mark.parametrize("name,kwargs,exact,kind", ACCEPTED)
+def test_nll_shape_range_and_exact_flag(name, kwargs, exact, kind):
+    prior = _build(name, kwargs, kind)
+    out = prior.nll(_codes(kind, batch=6), generator=torch.Generator().manual_seed(0))
+    assert isinstance(out, NLLOutput)
+    assert out.bits_per_bit.shape == (6,)
+    assert torch.isfinite(out.bits_per_bit).all()
+    # an untrained model is near uniform: about 1 bit per bit, never 0 or wildly more
+    assert (out.bits_per_bit > 0).all() and (out.bits_per_bit < 5).all(), out.bits_per_bit
+    assert out.exact is exact
+
+
+@pytest.mark.parametrize("name,kwargs,exact,kind", ACCEPTED)
+def test_invalid_codes_raise_value_errors_naming_the_problem(name, kwargs, exact, kind):
+    prior = _build(name, kwargs, kind)
+    codes = _codes(kind, batch=4)
+    bad = {"shape": codes[:, :-1]}
+    if kind == "binary":
+        bad["binary"] = codes.clone().index_fill_(1, torch.tensor([0]), 0.5)
+        bad["NaN"] = codes.clone().index_fill_(1, torch.tensor([0]), float("nan"))
+        bad["floating-point"] = codes.long()
+    else:
+        bad["lie in"] = codes.clone().index_fill_(1, torch.tensor([0]), SPECS[kind].vocab_size)
+        bad["integer"] = codes.float()
+    for message, wrong in bad.items():
+        with pytest.raises(ValueError, match=message):
+            prior.loss(wrong)
+        with pytest.raises(ValueError, match=message):
+            prior.nll(wrong)
+
+
+@pytest.mark.parametrize("name,kwargs,exact,kind", REJECTED)
+def test_unsupported_kind_fails_at_construction(name, kwargs, exact, kind):
+    with pytest.raises(ValueError, match=kind):
+        _build(name, kwargs, kind)
+
+
+@pytest.mark.parametrize("name,kwargs,exact,kind", ACCEPTED)
+def test_labels_on_an_unconditional_prior_raise(name, kwargs, exact, kind):
+    prior = _build(name, kwargs, kind)
+    labels = torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match="unconditional"):
+        prior.loss(_codes(kind, batch=4), labels)
+    with pytest.raises(ValueError, match="unconditional"):
+        prior.sample(4, labels=labels)
+
+
+@pytest.mark.parametrize("name,kwargs,exact,kind", ACCEPTED)
+def test_class_conditional_loss_and_guided_sampling(name, kwargs, exact, kind):
+    prior = _build(name, kwargs, kind, num_classes=NUM_CLASSES)
+    codes, labels = _codes(kind, batch=6), torch.tensor([0, 1, 2, 0, 1, 2])
+    out = prior.loss(codes, labels, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    with pytest.raises(ValueError, match="labels"):
+        prior.loss(codes, torch.full((6,), NUM_CLASSES))  # the null index is internal
+    sample = lambda seed: prior.sample(6, labels=labels, guidance=1.5, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    a = sample(0)
+    _check_layout(a, kind, 6)
+    assert torch.equal(a, sample(0))
+    assert torch.isfinite(prior.nll(codes, labels, generator=torch.Generator().manual_seed(0)).bits_per_bit).all()
+    # labels=None on a conditional prior: the unconditional (null-class) model
+    _check_layout(prior.sample(3, generator=torch.Generator().manual_seed(0)), kind, 3)
+    assert torch.isfinite(prior.loss(codes, generator=torch.Generator().manual_seed(0)).loss)
+
+
+@pytest.mark.parametrize("name,kwargs,exact,kind", ACCEPTED)
+def test_inpainting_keeps_known_positions(name, kwargs, exact, kind):
+    prior = _build(name, kwargs, kind)
+    known = _codes(kind, batch=5, seed=3)
+    mask = torch.zeros(5, SPECS[kind].num_positions, dtype=torch.bool)
+    mask[:, :2] = True  # a raster prefix: every prior supports this
+    out = prior.sample(5, inpaint_mask=mask, known_codes=known, generator=torch.Generator().manual_seed(0))
+    _check_layout(out, kind, 5)
+    assert torch.equal(out[:, :2], known[:, :2])
+
+
+@pytest.mark.parametrize("name,kwargs,exact,kind", ACCEPTED)
+def test_sample_and_nll_keep_the_training_mode(request, name, kwargs, exact, kind):
+    """A trainer draws preview samples and held-out nll mid-training: that must not switch the
+    prior to eval mode behind its back (nor back to train mode during evaluation)."""
+    _known_issue(request, name)
+    prior = _build(name, kwargs, kind)
+    for training in [True, False]:
+        prior.train(training)
+        prior.sample(2, generator=torch.Generator().manual_seed(0))
+        prior.nll(_codes(kind, batch=2), generator=torch.Generator().manual_seed(0))
+        assert all(m.training == training for m in prior.modules())
+
+
+@pytest.mark.parametrize("name,kwargs,exact,kind", ACCEPTED)
+def test_config_is_json_and_rebuilds_an_identical_prior(name, kwargs, exact, kind):
+    prior = _build(name, kwargs, kind, num_classes=NUM_CLASSES)
+    config = json.loads(json.dumps({"name": prior.name, **prior.config}))
+    assert config["name"] == name
+    rebuilt = prior_from_config(config)
+    assert type(rebuilt) is type(prior) and rebuilt.config == prior.config
+    rebuilt.load_state_dict(prior.state_dict())
+    codes, labels = _codes(kind, batch=4), torch.tensor([0, 1, 2, 0])
+    nll = lambda p: p.nll(codes, labels, generator=torch.Generator().manual_seed(0)).bits_per_bit  # noqa: E731
+    torch.testing.assert_close(nll(rebuilt), nll(prior))
+    draw = lambda p: p.sample(4, labels=labels, generator=torch.Generator().manual_seed(0))  # noqa: E731
+    assert torch.equal(draw(rebuilt), draw(prior))
