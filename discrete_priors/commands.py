@@ -94,3 +94,50 @@ def demo(args) -> dict:
     from discrete_priors.demo import run_demo
 
     return run_demo(out=Path(args.out), quick=args.quick, seed=args.seed)
+
+
+def eval(args) -> dict:  # noqa: A001 - the CLI command is called eval
+    """One result row for a prior (sampled here) or for a folder of saved samples."""
+    import json
+
+    from discrete_priors import evaluate, metrics
+    from discrete_priors.data import load_dataset, load_latent_cache
+    from discrete_priors.io import load_tensors
+    from discrete_priors.results import append_rows, make_rows
+
+    if (args.prior is None) == (args.samples is None):
+        raise SystemExit("eval: give exactly one of --prior (with --ae) or --samples")
+    if args.prior is not None and args.ae is None:
+        raise SystemExit("eval: --prior needs --ae to decode the sampled codes")
+    device = pipeline.resolve_device(args.device)
+    train = load_dataset(args.dataset, split="train", size=args.size, data_dir=args.data_dir, seed=args.seed).images
+    test = load_dataset(args.dataset, split="test", size=args.size, data_dir=args.data_dir, seed=args.seed).images
+    extractor_name = args.extractor or f"classifier:{args.dataset}"
+    extractor = metrics.get_extractor(extractor_name, size=args.size, data_seed=args.seed, cache_dir=args.cache_dir,
+                                      data_dir=args.data_dir, weights=args.inception_weights, device=device)
+    row: dict = {}
+    if args.samples is not None:
+        images = load_tensors(Path(args.samples) / "samples.safetensors")["images"]
+        variant = args.variant or Path(args.samples).name
+    else:
+        ae = pipeline.load_autoencoder(args.ae, device=device)
+        prior = pipeline.load_prior(args.prior, device=device)
+        images = pipeline.sample_images(ae, prior, args.num_samples, batch_size=args.batch_size, seed=args.seed,
+                                        steps=args.steps, temperature=args.temperature, guidance=args.guidance).images
+        row |= evaluate.sampling_speed(prior, batch_size=min(args.batch_size, args.num_samples), steps=args.steps,
+                                       seed=args.seed)
+        row["params"] = evaluate.count_parameters(prior)
+        if args.latents is not None:
+            cache = load_latent_cache(Path(args.latents) / "test.safetensors")
+            row["nll_bits_per_bit"], exact = evaluate.prior_nll(prior, cache.codes, seed=args.seed)
+            row["nll_is_exact"] = float(exact)
+        variant = args.variant or f"{pipeline.read_json(Path(args.prior) / 'prior.json')['name']}/S={args.steps or 'default'}"
+    row |= evaluate.sample_quality(images, reference=test, train=train, extractor=extractor)
+    out = Path(args.out)
+    append_rows(out / "results.csv", make_rows(experiment=args.experiment, variant=variant, seed=args.seed, metrics=row,
+                                               extractor=extractor.name, num_samples=len(images)))
+    record = {"experiment": args.experiment, "variant": variant, "seed": args.seed, "extractor": extractor.name,
+              "num_samples": len(images), **row}
+    with (out / "results.jsonl").open("a") as f:  # one line, flushed at once: a crash loses at most this row
+        f.write(json.dumps(record) + "\n")
+    return record

@@ -9,7 +9,7 @@ import torch
 from discrete_priors.cli import build_parser
 from discrete_priors.commands import parse_labels
 
-COMMANDS = ["train-ae", "encode", "train-prior", "sample", "demo"]
+COMMANDS = ["train-ae", "encode", "train-prior", "sample", "eval", "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
