@@ -28,6 +28,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                         "$DISCRETE_PRIORS_DATA or /usr/share/datasets/fashion-mnist; image-folder: images under --data-dir")
     p.add_argument("--size", type=int, default=None, help="resize images to SIZE x SIZE (digits default 16, fashion-mnist 28)")
     p.add_argument("--data-dir", default=None, help="where the dataset lives (fashion-mnist, image-folder)")
+    p.add_argument("--data-seed", type=int, default=0,
+                   help="seed of the deterministic train/test split; keep it fixed so test images stay unseen")
 
 
 def _add_train_args(p: argparse.ArgumentParser, *, steps: int, batch_size: int, lr: float) -> None:

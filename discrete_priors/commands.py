@@ -23,7 +23,7 @@ def train_ae(args) -> dict:
         overrides |= {"perceptual_weight": args.perceptual_weight, "perceptual_weights_path": args.perceptual_weights}
     result = pipeline.train_autoencoder(out=args.out, dataset=args.dataset, size=args.size, data_dir=args.data_dir,
                                         latent=latent, preset=args.preset, overrides=overrides,
-                                        train_config=pipeline_train_config(args))
+                                        train_config=pipeline_train_config(args), data_seed=args.data_seed)
     return {"run": args.out, "result": result._asdict() if hasattr(result, "_asdict") else result}
 
 
@@ -36,7 +36,8 @@ def pipeline_train_config(args) -> dict:
 def encode(args) -> dict:
     paths = pipeline.write_latent_cache(ae_dir=args.ae, out_dir=args.out, dataset=args.dataset, size=args.size,
                                         data_dir=args.data_dir, splits=tuple(args.splits.split(",")), mode=args.mode,
-                                        with_probs=not args.no_probs, seed=args.seed, device=args.device)
+                                        with_probs=not args.no_probs, seed=args.seed, data_seed=args.data_seed,
+                                        device=args.device)
     return {split: str(p) for split, p in paths.items()}
 
 
@@ -110,10 +111,10 @@ def eval(args) -> dict:  # noqa: A001 - the CLI command is called eval
     if args.prior is not None and args.ae is None:
         raise SystemExit("eval: --prior needs --ae to decode the sampled codes")
     device = pipeline.resolve_device(args.device)
-    train = load_dataset(args.dataset, split="train", size=args.size, data_dir=args.data_dir, seed=args.seed).images
-    test = load_dataset(args.dataset, split="test", size=args.size, data_dir=args.data_dir, seed=args.seed).images
+    train = load_dataset(args.dataset, split="train", size=args.size, data_dir=args.data_dir, seed=args.data_seed).images
+    test = load_dataset(args.dataset, split="test", size=args.size, data_dir=args.data_dir, seed=args.data_seed).images
     extractor_name = args.extractor or f"classifier:{args.dataset}"
-    extractor = metrics.get_extractor(extractor_name, size=args.size, data_seed=args.seed, cache_dir=args.cache_dir,
+    extractor = metrics.get_extractor(extractor_name, size=args.size, data_seed=args.data_seed, cache_dir=args.cache_dir,
                                       data_dir=args.data_dir, weights=args.inception_weights, device=device)
     row: dict = {}
     if args.samples is not None:

@@ -72,9 +72,9 @@ def evaluate_demo(out: Path, cfg: dict, *, seed: int, progress: bool | None = No
 
     ae = pipeline.load_autoencoder(out / "ae")
     prior = pipeline.load_prior(out / "prior")
-    train = load_dataset("digits", split="train", size=16, seed=seed).images
-    test = load_dataset("digits", split="test", size=16, seed=seed).images
-    extractor = metrics.get_extractor("classifier:digits", size=16, seed=0, data_seed=seed,
+    train = load_dataset("digits", split="train", size=16).images
+    test = load_dataset("digits", split="test", size=16).images
+    extractor = metrics.get_extractor("classifier:digits", size=16, seed=0,
                                       cache_dir=out / "classifier")
     ref_feats, train_feats = extractor.features(test), extractor.features(train)
 

@@ -132,13 +132,16 @@ def latent_kwargs(kind: str, *, bits: int = 32, codebook_size: int = 512, dim: i
 
 def train_autoencoder(*, out: str | Path, dataset: str = "digits", size: int | None = None, data_dir: str | None = None,
                       latent: dict, preset: str = "cpu-digits", overrides: dict | None = None, train_config: dict,
-                      progress: bool | None = None):
-    """Train (or resume) an autoencoder into ``out``; returns the trainer's result."""
+                      data_seed: int = 0, progress: bool | None = None):
+    """Train (or resume) an autoencoder into ``out``; returns the trainer's result.
+
+    ``data_seed`` fixes the train/test split; it is separate from the training seed so that runs
+    with different seeds never see each other's test images."""
     from discrete_priors.autoencoder import Autoencoder, autoencoder_preset
     from discrete_priors.data import load_dataset
     from discrete_priors.training import TrainConfig, Trainer
 
-    data = load_dataset(dataset, split="train", size=size, data_dir=data_dir, seed=train_config.get("seed", 0))
+    data = load_dataset(dataset, split="train", size=size, data_dir=data_dir, seed=data_seed)
     _, channels, height, _ = data.images.shape
     config = autoencoder_preset(preset, latent=latent, image_size=height, image_channels=channels) | (overrides or {})
     torch.manual_seed(train_config.get("seed", 0))  # initial weights are a function of the seed
@@ -151,8 +154,10 @@ def train_autoencoder(*, out: str | Path, dataset: str = "digits", size: int | N
 
 def write_latent_cache(*, ae_dir: str | Path, out_dir: str | Path, dataset: str = "digits", size: int | None = None,
                        data_dir: str | None = None, splits=("train", "test"), mode: str = "deterministic",
-                       with_probs: bool = True, seed: int = 0, device: str = "auto", progress: bool | None = None) -> dict:
-    """Encode dataset splits once and store them compactly (see discrete_priors/data/cache.py)."""
+                       with_probs: bool = True, seed: int = 0, data_seed: int = 0, device: str = "auto",
+                       progress: bool | None = None) -> dict:
+    """Encode dataset splits once and store them compactly (see discrete_priors/data/cache.py).
+    ``seed`` drives sampled codes (mode="sample"); ``data_seed`` fixes the train/test split."""
     from discrete_priors.data import load_dataset, save_latent_cache
 
     device = resolve_device(device)
@@ -161,7 +166,7 @@ def write_latent_cache(*, ae_dir: str | Path, out_dir: str | Path, dataset: str 
     paths = {}
     generator = torch.Generator(device).manual_seed(seed)
     for split in splits:
-        data = load_dataset(dataset, split=split, size=size, data_dir=data_dir, seed=seed)
+        data = load_dataset(dataset, split=split, size=size, data_dir=data_dir, seed=data_seed)
         binary = ae.code_spec.kind == "binary"
         enc = encode_images(ae, data.images, mode=mode, with_probs=with_probs and binary, generator=generator, progress=progress)
         path = Path(out_dir) / f"{split}.safetensors"
