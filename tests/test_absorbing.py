@@ -197,20 +197,38 @@ def test_guidance_combines_conditional_and_unconditional_log_probs(monkeypatch):
     assert (cond - uncond).abs().max() > 1e-3
 
 
-def test_label_dropout_uses_the_null_class(monkeypatch):
-    prior = AbsorbingDiffusion(CATEGORICAL, num_classes=3, label_dropout=0.5, **TINY)
+def test_cond_drop_prob_uses_the_null_class_in_training_only(monkeypatch):
+    prior = AbsorbingDiffusion(CATEGORICAL, num_classes=3, cond_drop_prob=0.5, **TINY)
     seen = []
     monkeypatch.setattr(prior, "masked_loss", lambda codes, t, masked, labels: seen.append(labels))
-    prior.loss(_codes(CATEGORICAL, 4000), torch.zeros(4000, dtype=torch.long), generator=torch.Generator().manual_seed(0))
+    codes, labels = _codes(CATEGORICAL, 4000), torch.zeros(4000, dtype=torch.long)
+    prior.loss(codes, labels, generator=torch.Generator().manual_seed(0))
     dropped = (seen[0] == 3).float().mean().item()
     assert set(seen[0].unique().tolist()) == {0, 3}
     assert abs(dropped - 0.5) < 0.04  # std 0.008
+    prior.eval()  # an evaluation loss scores the labels it is given
+    prior.loss(codes, labels, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(seen[1], labels)
+
+
+@pytest.mark.parametrize("guidance", [0.0, 2.0])
+def test_network_evals_per_sample_counts_the_passes_sample_makes(guidance):
+    """Per-sample forward passes (guidance doubles the batch of each call). The confidence order
+    keeps round(16 s/T) of 16 positions masked until s = 0, so no step is skipped."""
+    prior = AbsorbingDiffusion(CATEGORICAL, num_classes=3, order="confidence", **TINY)
+    rows = []
+    prior.net.register_forward_hook(lambda module, args, out: rows.append(out.shape[0]))
+    labels = torch.tensor([0, 1, 2, 0, 1])
+    prior.sample(5, steps=4, labels=labels, guidance=guidance, generator=torch.Generator().manual_seed(0))
+    assert sum(rows) / 5 == prior.network_evals_per_sample(4, guidance=guidance) == (8 if guidance else 4)
+    assert prior.network_evals_per_sample() == 16  # T
 
 
 def test_config_is_json_and_rebuilds_the_same_model():
     prior = AbsorbingDiffusion(CATEGORICAL, num_classes=3, loss_weighting="reweighted", heads=4, **TINY)
     config = json.loads(json.dumps({"name": prior.name, **prior.config}))
     assert (config["dim"], config["depth"], config["heads"]) == (64, 2, 4)
+    assert config["cond_drop_prob"] == 0.1 and "label_dropout" not in config
     rebuilt = prior_from_config(config)
     rebuilt.load_state_dict(prior.state_dict())
     codes = _codes(CATEGORICAL, 3)

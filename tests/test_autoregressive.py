@@ -187,8 +187,8 @@ def test_top_k_never_draws_a_token_outside_the_k_most_likely():
     assert set(samples[:, 0].unique().tolist()) == allowed
 
 
-def test_label_drop_replaces_labels_by_the_null_class_in_training_only():
-    prior = _sharpen(_make(CATEGORICAL, num_classes=2, label_drop=0.99, **TINY))
+def test_cond_drop_prob_replaces_labels_by_the_null_class_in_training_only():
+    prior = _sharpen(_make(CATEGORICAL, num_classes=2, cond_drop_prob=0.99, **TINY))
     codes, labels = torch.tensor([[0, 1, 2], [3, 2, 1], [1, 1, 0]]), torch.tensor([0, 1, 0])
     seed = torch.Generator().manual_seed(0)
     assert (torch.rand(3, generator=seed) < 0.99).all()  # this seed drops every label
@@ -209,6 +209,7 @@ def test_config_is_json_and_rebuilds_the_same_model():
     prior = _sharpen(_make(BINARY, num_classes=3, preset="tiny", heads=4))
     config = json.loads(json.dumps({"name": prior.name, **prior.config}))
     assert (config["dim"], config["depth"], config["heads"]) == (64, 2, 4)  # preset, heads overridden
+    assert config["cond_drop_prob"] == 0.1 and "label_drop" not in config
     rebuilt = prior_from_config(config)
     rebuilt.load_state_dict(prior.state_dict())
     codes = _all_codes(BINARY)
@@ -244,9 +245,9 @@ def test_best_factorised_table_is_a_distribution_and_exact_when_bits_are_indepen
 @pytest.fixture(scope="module")
 def trained_on_synthetic():
     """A class-conditional AR prior trained on the synthetic mixture (label = component);
-    label_drop 0.5 so the null class learns the unconditional law in the same budget."""
+    cond_drop_prob 0.5 so the null class learns the unconditional law in the same budget."""
     dist = make_synthetic()
-    prior = _make(dist.spec, num_classes=len(dist.weights), dim=64, depth=2, heads=2, label_drop=0.5)
+    prior = _make(dist.spec, num_classes=len(dist.weights), dim=64, depth=2, heads=2, cond_drop_prob=0.5)
     opt = torch.optim.Adam(prior.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
     for _ in range(300):

@@ -53,7 +53,8 @@ def test_config_rebuilds_the_prior():
     prior = BernoulliDiffusion(SPEC, num_classes=3, preset="tiny", timesteps=12, schedule="cosine", parameterization="x0",
                                reverse="joint", loss_balance="class_balanced", vlb_weight=0.1, default_steps=4)
     config = json.loads(json.dumps(prior.config))
-    assert config["spec"] == SPEC.to_dict() and config["net"] == {"dim": 64, "depth": 2, "heads": 2}
+    assert config["spec"] == SPEC.to_dict() and "net" not in config
+    assert (config["preset"], config["dim"], config["depth"], config["heads"]) == ("tiny", 64, 2, 2)
     again = prior_from_config({"name": "bernoulli", **config})
     assert again.config == prior.config
     again.load_state_dict(prior.state_dict())
@@ -64,10 +65,11 @@ def test_config_rebuilds_the_prior():
 @pytest.mark.parametrize("bad", [dict(schedule="cos"), dict(parameterization="eps"), dict(reverse="both"),
                                  dict(loss_balance="focal"), dict(time_weighting="exp"), dict(final_step="argmax"),
                                  dict(cond_drop_prob=1.0), dict(vlb_weight=-1.0), dict(temperature=0.0),
+                                 dict(cond="film"), dict(pos_emb="rope"), dict(preset="huge"),
                                  dict(default_steps=11), dict(parameterization="direct", default_steps=5)])
 def test_invalid_options_fail_at_construction(bad):
     with pytest.raises((AssertionError, ValueError)):
-        BernoulliDiffusion(SPEC, preset="tiny", timesteps=10, **bad)
+        BernoulliDiffusion(SPEC, **(dict(preset="tiny", timesteps=10) | bad))
     with pytest.raises(ValueError, match="accepts"):
         BernoulliDiffusion(CodeSpec(kind="categorical", grid=(2, 2), channels=1, vocab_size=8), preset="tiny")
 

@@ -6,8 +6,10 @@ one prior's import error (or a missing optional module) never breaks the others:
     prior = build_prior("autoregressive", spec, preset="cpu")
     same = prior_from_config({"name": prior.name, **prior.config})
 
-Adding a prior: write ``priors/<name>.py`` with a ``Prior`` subclass, add one line to
-``_REGISTRY`` below, and one line to the parameter list of ``tests/test_prior_contract.py``.
+Adding a prior: write ``priors/<name>.py`` with a ``Prior`` subclass that follows the
+constructor conventions in :mod:`discrete_priors.priors.base` (``name``, ``preset``/``dim``/
+``depth``/``heads``, ``cond_drop_prob``), add one line to ``_REGISTRY`` below, and one line to
+the parameter list of ``tests/test_prior_contract.py``.
 """
 
 from __future__ import annotations

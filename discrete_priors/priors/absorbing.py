@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from discrete_priors.latents.base import CodeSpec
-from discrete_priors.nets.denoiser import Denoiser, denoiser_preset
-from discrete_priors.priors.base import LossOutput, NLLOutput, Prior
+from discrete_priors.nets.denoiser import Denoiser
+from discrete_priors.priors.base import LossOutput, NLLOutput, Prior, network_sizes
 
 LOSS_WEIGHTINGS = ("elbo", "reweighted", "mlm")
 ORDERS = ("random", "confidence")
@@ -46,7 +46,9 @@ class AbsorbingDiffusion(Prior):
       indicator channel whose input weight is a learned mask embedding (``"indicator"``), or
       as zeros only (``"zeros"``). Categorical tokens use an nn.Embedding(K+1), K = mask.
     time_input: feed t/T to the network (off by default: the masked fraction already tells).
-    label_dropout: per-sample probability of training with the null label (classifier-free
+    preset: network size ("tiny" | "cpu" | "paper"); dim/depth/heads override it when not None;
+      cond ("adaln" | "token") and pos_emb ("learned" | "sincos") go to the :class:`Denoiser`.
+    cond_drop_prob: per-sample probability of training with the null label (classifier-free
       guidance; ℓ = (1+w) ℓ_cond − w ℓ_uncond at sampling).
     order: default unmasking order of ``sample`` (``"random"``: each masked token revealed
       with prob (t−s)/t from t to s; ``"confidence"``: MaskGIT-style, reveal the same expected
@@ -61,36 +63,34 @@ class AbsorbingDiffusion(Prior):
         spec: CodeSpec | dict,
         *,
         num_classes: int | None = None,
-        timesteps: int = 256,
-        loss_weighting: str = "elbo",
-        time_input: bool = False,
-        mask_input: str = "indicator",
-        label_dropout: float = 0.1,
-        order: str = "random",
         preset: str = "cpu",
         dim: int | None = None,
         depth: int | None = None,
         heads: int | None = None,
-        cond: str = "adaln",
+        cond: str = "token",
         pos_emb: str = "learned",
+        cond_drop_prob: float = 0.1,
+        timesteps: int = 256,
+        loss_weighting: str = "elbo",
+        time_input: bool = False,
+        mask_input: str = "indicator",
+        order: str = "random",
     ):
         spec = CodeSpec.from_dict(spec) if isinstance(spec, dict) else spec
-        super().__init__(spec, num_classes=num_classes)
+        super().__init__(spec, num_classes=num_classes, cond_drop_prob=cond_drop_prob)
         assert loss_weighting in LOSS_WEIGHTINGS, f"unknown loss_weighting {loss_weighting!r}, expected one of {LOSS_WEIGHTINGS}"
         assert order in ORDERS, f"unknown order {order!r}, expected one of {ORDERS}"
         assert mask_input in MASK_INPUTS, f"unknown mask_input {mask_input!r}, expected one of {MASK_INPUTS}"
         if timesteps < 1:
             raise ValueError(f"timesteps must be >= 1, got {timesteps}")
-        if not 0.0 <= label_dropout < 1.0:
-            raise ValueError(f"label_dropout must lie in [0, 1), got {label_dropout}")
-        sizes = denoiser_preset(preset) | {k: v for k, v in dict(dim=dim, depth=depth, heads=heads).items() if v is not None}
+        sizes = network_sizes(preset, dim=dim, depth=depth, heads=heads)
         self.config = dict(
-            spec=spec.to_dict(), num_classes=num_classes, timesteps=timesteps, loss_weighting=loss_weighting,
-            time_input=time_input, mask_input=mask_input, label_dropout=label_dropout, order=order, preset=preset,
-            **sizes, cond=cond, pos_emb=pos_emb,
+            spec=spec.to_dict(), num_classes=num_classes, preset=preset, **sizes, cond=cond, pos_emb=pos_emb,
+            cond_drop_prob=self.cond_drop_prob, timesteps=timesteps, loss_weighting=loss_weighting,
+            time_input=time_input, mask_input=mask_input, order=order,
         )
         self.timesteps, self.loss_weighting, self.time_input = timesteps, loss_weighting, time_input
-        self.mask_input, self.label_dropout, self.order = mask_input, label_dropout, order
+        self.mask_input, self.order = mask_input, order
         self.binary = spec.kind == "binary"
         if self.binary:
             in_dim, out_dim = spec.channels + (mask_input == "indicator"), spec.channels
@@ -102,10 +102,6 @@ class AbsorbingDiffusion(Prior):
                             pos_emb=pos_emb, time_cond=time_input, **sizes)
 
     # -- randomness (drawn on the generator's device, then moved: works for CPU generators and GPU models)
-    def _uniform(self, shape, generator: torch.Generator | None) -> torch.Tensor:
-        device = generator.device if generator is not None else self.device
-        return torch.rand(shape, generator=generator, device=device).to(self.device)
-
     def draw_masks(self, batch: int, *, generator: torch.Generator | None = None):
         """t: (B,) long uniform on {1..T}; masked: (B, N) bool, each True with prob t/T."""
         device = generator.device if generator is not None else self.device
@@ -148,10 +144,7 @@ class AbsorbingDiffusion(Prior):
         codes = self.check_codes(codes)
         labels = self.check_labels(labels, codes.shape[0])
         t, masked = self.draw_masks(codes.shape[0], generator=generator)
-        if labels is not None and self.label_dropout > 0:
-            drop = self._uniform(labels.shape, generator) < self.label_dropout
-            labels = torch.where(drop, self.num_classes, labels)
-        return self.masked_loss(codes, t, masked, labels)
+        return self.masked_loss(codes, t, masked, self.drop_labels(labels, generator))
 
     def masked_loss(self, codes: torch.Tensor, t: torch.Tensor, masked: torch.Tensor, labels: torch.Tensor | None) -> LossOutput:
         """The loss for given steps t (B,) and masks (B, N): ``loss`` after drawing them."""
@@ -312,6 +305,8 @@ class AbsorbingDiffusion(Prior):
                 total += weights[m] * (nll * masked).sum(-1).double()
         return NLLOutput((total / (math.log(2) * self.spec.bits)).float(), exact=False)
 
-    def network_evals_per_sample(self, steps: int | None = None) -> int:
-        """One call per step (twice that with classifier-free guidance)."""
-        return self.timesteps if steps is None else int(steps)
+    def network_evals_per_sample(self, steps: int | None = None, *, guidance: float = 0.0) -> int:
+        """One call per step (``timesteps`` if None), two with classifier-free guidance. An upper
+        bound: :meth:`sample` stops early once every position is revealed."""
+        steps = self.timesteps if steps is None else int(steps)
+        return steps * (2 if guidance != 0 else 1)

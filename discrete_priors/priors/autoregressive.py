@@ -23,8 +23,7 @@ from einops import reduce
 
 from discrete_priors.latents.base import CodeSpec
 from discrete_priors.nets.causal import CausalTransformer, start_indices
-from discrete_priors.nets.denoiser import denoiser_preset
-from discrete_priors.priors.base import LossOutput, NLLOutput, Prior
+from discrete_priors.priors.base import LossOutput, NLLOutput, Prior, network_sizes
 
 
 class AutoregressivePrior(Prior):
@@ -33,10 +32,10 @@ class AutoregressivePrior(Prior):
     spec:        the code spec (a :class:`CodeSpec` or its ``to_dict()``).
     num_classes: None (unconditional) or the number of classes; labels in [0, num_classes).
     preset:      a denoiser size preset (``"tiny"``, ``"cpu"``, ``"paper"``) so the network has
-                 the same dim/depth/heads as the diffusion priors'; explicit dim/depth/heads
-                 override it; with neither, 256/4/4 (the Denoiser's defaults).
+                 the same dim/depth/heads as the diffusion priors'; dim/depth/heads override it
+                 when not None.
     pos_emb:     ``"learned"`` or ``"sincos"`` (2-D fixed).
-    label_drop:  probability of replacing a label by the null class per sample in training.
+    cond_drop_prob: probability of replacing a label by the null class per sample in training.
     """
 
     accepts = frozenset({"binary", "categorical"})
@@ -47,24 +46,19 @@ class AutoregressivePrior(Prior):
         spec: CodeSpec | dict,
         *,
         num_classes: int | None = None,
-        preset: str | None = None,
+        preset: str = "cpu",
         dim: int | None = None,
         depth: int | None = None,
         heads: int | None = None,
         pos_emb: str = "learned",
-        label_drop: float = 0.1,
+        cond_drop_prob: float = 0.1,
     ):
         if isinstance(spec, dict):
             spec = CodeSpec.from_dict(spec)
-        super().__init__(spec, num_classes=num_classes)
-        if num_classes is not None and num_classes < 1:
-            raise ValueError(f"num_classes must be None or >= 1, got {num_classes}")
-        if not 0.0 <= label_drop < 1.0:
-            raise ValueError(f"label_drop must lie in [0, 1), got {label_drop}")
-        sizes = denoiser_preset(preset) if preset is not None else dict(dim=256, depth=4, heads=4)
-        sizes |= {k: v for k, v in dict(dim=dim, depth=depth, heads=heads).items() if v is not None}
-        self.config = dict(spec=spec.to_dict(), num_classes=num_classes, preset=preset, **sizes, pos_emb=pos_emb, label_drop=label_drop)
-        self.label_drop = label_drop
+        super().__init__(spec, num_classes=num_classes, cond_drop_prob=cond_drop_prob)
+        sizes = network_sizes(preset, dim=dim, depth=depth, heads=heads)
+        self.config = dict(spec=spec.to_dict(), num_classes=num_classes, preset=preset, **sizes, pos_emb=pos_emb,
+                           cond_drop_prob=self.cond_drop_prob)
         self.binary = spec.kind == "binary"
         io = dict(in_dim=spec.channels, out_dim=spec.channels) if self.binary else dict(vocab_size=spec.vocab_size, out_dim=spec.vocab_size)
         self.net = CausalTransformer(
@@ -82,11 +76,6 @@ class AutoregressivePrior(Prior):
             return F.binary_cross_entropy_with_logits(logits, codes, reduction="none")
         return F.cross_entropy(logits.transpose(1, 2), codes, reduction="none")
 
-    def _uniform(self, shape, generator: torch.Generator | None) -> torch.Tensor:
-        """U(0,1) drawn on the generator's device, then moved: a CPU generator drives a GPU model."""
-        device = generator.device if generator is not None else self.device
-        return torch.rand(shape, generator=generator, device=device).to(self.device)
-
     def _logits(self, codes: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits for every position: (B, N, c) or (B, N, K)."""
         return self.net(self._inputs(codes[:, :-1]), start)
@@ -94,14 +83,11 @@ class AutoregressivePrior(Prior):
     # -- the interface -------------------------------------------------------------------------
     def loss(self, codes: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None) -> LossOutput:
         """Mean cross-entropy per token (categorical) or per bit (binary), in nats. In training
-        mode each label is replaced by the null class with probability ``label_drop``."""
+        mode each label is replaced by the null class with probability ``cond_drop_prob``."""
         codes = self.check_codes(codes)
         batch = codes.shape[0]
-        labels = self.check_labels(labels, batch)
+        labels = self.drop_labels(self.check_labels(labels, batch), generator)
         start = start_indices(labels, batch, self.num_classes, codes.device)
-        if self.num_classes is not None and self.training and self.label_drop > 0:
-            drop = self._uniform((batch,), generator) < self.label_drop
-            start = torch.where(drop, self.num_classes, start)
         nats = self._token_nats(self._logits(codes, start), codes)
         loss = nats.mean()
         # terms in bits per latent bit, the unit of nll and of the diffusion priors' VLB

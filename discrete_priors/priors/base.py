@@ -4,6 +4,18 @@
 A prior is built for one :class:`~discrete_priors.latents.base.CodeSpec` and holds its own
 network. Its constructor keyword arguments are its config (``self.config``), saved as JSON next
 to safetensors weights so it can be rebuilt without unpickling code.
+
+Conventions every prior's constructor follows, so the comparison runners build them alike::
+
+    Prior(spec, *, num_classes=None, preset="cpu", dim=None, depth=None, heads=None,
+          ..., cond_drop_prob=0.1, ...)
+
+``preset`` names a network size (:func:`~discrete_priors.nets.denoiser.denoiser_preset`:
+"tiny", "cpu", "paper"); ``dim``/``depth``/``heads`` override it when not None (see
+:func:`network_sizes`), and ``self.config`` stores the resolved sizes next to the preset name.
+``cond_drop_prob`` is the per-sample probability, in training mode only, of replacing a label by
+the null class (classifier-free guidance, https://arxiv.org/abs/2207.12598). ``name`` (class
+attribute) is the registry name, so ``prior_from_config({"name": p.name, **p.config})`` rebuilds p.
 """
 
 from __future__ import annotations
@@ -14,6 +26,16 @@ import torch
 from torch import nn
 
 from discrete_priors.latents.base import CodeSpec
+
+
+def network_sizes(preset: str = "cpu", *, dim: int | None = None, depth: int | None = None,
+                  heads: int | None = None) -> dict:
+    """``dict(dim, depth, heads)`` of the named preset with every non-None override applied."""
+    # imported here so that importing the interface does not pull in x-transformers
+    from discrete_priors.nets.denoiser import denoiser_preset
+
+    overrides = {key: value for key, value in dict(dim=dim, depth=depth, heads=heads).items() if value is not None}
+    return denoiser_preset(preset) | overrides
 
 
 class LossOutput(NamedTuple):
@@ -32,17 +54,38 @@ class NLLOutput(NamedTuple):
 
 
 class Prior(nn.Module):
-    """Base class. Subclasses set ``accepts`` (latent kinds) and implement the three methods."""
+    """Base class. Subclasses set ``accepts`` (latent kinds) and ``name`` (registry name) and
+    implement the interface methods. ``cond_drop_prob``: see :meth:`drop_labels`."""
 
     accepts: frozenset = frozenset()
     name: str = ""
 
-    def __init__(self, spec: CodeSpec, *, num_classes: int | None = None):
+    def __init__(self, spec: CodeSpec, *, num_classes: int | None = None, cond_drop_prob: float = 0.0):
         super().__init__()
         if spec.kind not in self.accepts:
             raise ValueError(f"{type(self).__name__} accepts {sorted(self.accepts)} codes, got a {spec.kind!r} code spec")
+        if num_classes is not None and num_classes < 1:
+            raise ValueError(f"num_classes must be None or >= 1, got {num_classes}")
+        if not 0.0 <= cond_drop_prob < 1.0:
+            raise ValueError(f"cond_drop_prob must lie in [0, 1), got {cond_drop_prob}")
         self.spec = spec
         self.num_classes = num_classes
+        self.cond_drop_prob = float(cond_drop_prob)
+
+    # -- randomness and label dropout shared by every prior -----------------------------------
+    def _uniform(self, shape, generator: torch.Generator | None) -> torch.Tensor:
+        """U(0,1) drawn on the generator's device, then moved: a CPU generator drives a GPU model."""
+        device = generator.device if generator is not None else self.device
+        return torch.rand(shape, generator=generator, device=device).to(self.device)
+
+    def drop_labels(self, labels: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor | None:
+        """labels (B,) with each replaced by the null class ``num_classes`` with probability
+        ``cond_drop_prob``, in training mode only (an evaluation loss scores the labels given).
+        Draws B uniforms from ``generator`` exactly when it drops."""
+        if labels is None or not self.training or self.cond_drop_prob == 0:
+            return labels
+        drop = self._uniform(labels.shape, generator) < self.cond_drop_prob
+        return torch.where(drop, torch.full_like(labels, self.num_classes), labels)
 
     # -- checks shared by every prior -------------------------------------------------------
     def check_codes(self, codes: torch.Tensor, *, name: str = "codes") -> torch.Tensor:
@@ -113,6 +156,8 @@ class Prior(nn.Module):
         """Negative log-likelihood (or its upper bound) in bits per latent bit, one per code."""
         raise NotImplementedError
 
-    def network_evals_per_sample(self, steps: int | None = None) -> int:
-        """Forward passes of the network needed to draw one sample (for the efficiency table)."""
+    def network_evals_per_sample(self, steps: int | None = None, *, guidance: float = 0.0) -> int:
+        """Forward passes of the network needed to draw one sample with ``steps`` (None: the
+        prior's default), for the efficiency table. Classifier-free guidance (``guidance != 0``)
+        doubles it: a conditional and an unconditional pass per step."""
         raise NotImplementedError
