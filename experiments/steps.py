@@ -1,0 +1,67 @@
+"""Figure 7 of the paper: sample quality vs the number of sampling steps S.
+
+Bernoulli diffusion vs absorbing diffusion on the samplers runner's binary latents, with the
+very same trained priors (same autoencoder, latent cache and prior variant names as
+``experiments/samplers.py``, so running either runner first trains them once for both). Each prior
+is sampled at S ∈ {4, 8, 16, 32, 64, 128, 256} capped at its training T, temperature τ = 1.
+Rows: variant ``"<prior>/S=<S>"`` with fd, precision, recall on classifier features and
+samples_per_s at that S (one batch of ``min(64, num_samples)``, median of two timed calls).
+
+Samples are drawn with the seed of the run, so the curve is a function of the trained prior and
+the seed alone; at S = the recipe's default steps the Bernoulli row repeats the samplers row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from discrete_priors import evaluate, pipeline
+from discrete_priors.data import load_dataset
+from experiments.common import Preset, done, ensure_autoencoder, ensure_latents, ensure_prior, extractor_for, record
+
+PRIORS = ("bernoulli", "absorbing")
+STEPS = (4, 8, 16, 32, 64, 128, 256)
+METRICS = ("fd", "precision", "recall")
+
+
+def step_counts(preset: Preset, prior: str) -> list[int]:
+    """The S of :data:`STEPS` that the prior's training T allows (S <= T)."""
+    timesteps = preset.prior_recipes[prior]["kwargs"]["timesteps"]
+    return [s for s in STEPS if s <= timesteps]
+
+
+def run(preset: Preset, out: Path, *, priors=PRIORS, data_dir=None, progress: bool | None = None) -> None:
+    unknown = set(priors) - set(PRIORS)
+    if unknown:
+        raise ValueError(f"the steps runner compares {PRIORS}, got unknown priors {sorted(unknown)}")
+    out = Path(out)
+    extractor = extractor_for(preset, out, data_dir=data_dir)
+    train = load_dataset(preset.dataset, split="train", size=preset.size, data_dir=data_dir).images
+    test = load_dataset(preset.dataset, split="test", size=preset.size, data_dir=data_dir).images
+    ref_feats, train_feats = extractor.features(test), extractor.features(train)
+
+    for seed in preset.seeds:
+        latent_name = f"binary-c{preset.bits}"
+        ae_dir = ensure_autoencoder(preset, out, latent={"kind": "binary", "bits": preset.bits}, name=latent_name,
+                                    seed=seed, data_dir=data_dir)
+        latents = ensure_latents(preset, out, ae_dir=ae_dir, name=latent_name, seed=seed, data_dir=data_dir)
+        ae = pipeline.load_autoencoder(ae_dir)
+        for name in priors:
+            todo = [s for s in step_counts(preset, name)
+                    if not done(out, experiment="steps", variant=f"{name}/S={s}", seed=seed)]
+            if not todo:
+                continue
+            # the samplers runner's prior: trained once, shared by both runners
+            prior_dir = ensure_prior(preset, out, latents=latents, prior=name, variant=f"samplers-{name}-{latent_name}",
+                                     seed=seed)
+            prior = pipeline.load_prior(prior_dir)
+            for steps in todo:
+                samples = pipeline.sample_images(ae, prior, preset.num_samples, seed=seed, progress=progress,
+                                                 steps=steps, temperature=1.0)
+                quality = evaluate.sample_quality(samples.images, reference=test, train=train, extractor=extractor,
+                                                  reference_features=ref_feats, train_features=train_feats)
+                speed = evaluate.sampling_speed(prior, batch_size=min(64, preset.num_samples), steps=steps, seed=seed,
+                                                repeats=2)
+                values = {k: quality[k] for k in METRICS} | {"samples_per_s": speed["samples_per_s"]}
+                record(out, experiment="steps", variant=f"{name}/S={steps}", seed=seed, values=values,
+                       extractor=extractor.name, num_samples=preset.num_samples, preset=preset)

@@ -1,0 +1,164 @@
+"""End-to-end tests of the experiment runners at the smoke preset (tiny networks, 60 training steps).
+
+One experiment directory is shared by every test of this module, as in real use: the autoencoder,
+latent cache and the samplers' priors are trained once and reused by the steps and efficiency
+runners. The numbers are not judged here (a 60-step prior makes noise); the tests prove the
+plumbing: the variant × metric grid each runner promises, finite values, resumability (a rerun
+adds no row and trains nothing) and that the analysis reads every experiment.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from analysis.__main__ import main as analysis_main
+from discrete_priors.io import read_json
+from experiments import ablation, common, efficiency, samplers, steps
+from experiments.__main__ import main as experiments_main
+
+pytestmark = pytest.mark.slow
+
+RUNNERS = {"samplers": samplers, "steps": steps, "efficiency": efficiency, "ablation": ablation}
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    return common.get_preset("smoke")
+
+
+@pytest.fixture(scope="module")
+def experiment_dir(tmp_path_factory, smoke):
+    """Every runner once, in the order a user would run them, into one directory."""
+    out = tmp_path_factory.mktemp("experiments")
+    for runner in RUNNERS.values():
+        runner.run(smoke, out)
+    return out
+
+
+def expected_cells(smoke) -> dict[str, dict[str, set[str]]]:
+    """experiment -> variant -> metrics each runner promises at the smoke preset (T = 32, 64 samples)."""
+    quality = {"fd", "precision", "recall"}
+    speed = {"samples_per_s", "nfe_per_sample", "batch_size", "params"}
+    ablation_variants = [f"target={t}/vlb={lam}" for t in ("direct", "x0", "residual") for lam in ("0", "0.1")]
+    ablation_variants += [f"reverse={r}/balance={b}" for r in ("mixture", "joint") for b in ("none", "class_balanced")]
+    ablation_variants += ["final=threshold", "final=sample", "schedule=linear", "schedule=cosine"]
+    return {
+        "samplers": {v: quality | {"nll_bits_per_bit", "samples_per_s", "params"}
+                     for v in ("bernoulli", "absorbing", "autoregressive")} | {"real": quality},
+        "steps": {f"{p}/S={s}": quality | {"samples_per_s"}
+                  for p in ("bernoulli", "absorbing") for s in (4, 8, 16, 32)},
+        "efficiency": {f"{p}/bs={b}": speed for p in ("bernoulli", "absorbing", "autoregressive") for b in (1, 16, 64)},
+        "ablation": {v: quality for v in ablation_variants},
+    }
+
+
+def test_smoke_preset_grids_are_what_the_runners_promise(smoke):
+    assert steps.step_counts(smoke, "bernoulli") == [4, 8, 16, 32]
+    assert efficiency.batch_sizes(smoke) == [1, 16, 64]
+    # 3 targets x 2 λ + class-balanced + cosine: the number of Bernoulli trainings of the ablation
+    assert len(ablation.models(smoke)) == 8
+    assert len(ablation.models(common.get_preset("cpu"))) == 14
+
+
+@pytest.mark.parametrize("experiment", list(RUNNERS))
+def test_runner_writes_every_variant_and_metric_finite(experiment_dir, smoke, experiment):
+    df = pd.read_csv(experiment_dir / "results.csv")
+    rows = df[df["experiment"] == experiment]
+    for variant, metrics in expected_cells(smoke)[experiment].items():
+        got = rows[rows["variant"] == variant]
+        missing = metrics - set(got["metric"])
+        assert not missing, f"{experiment}/{variant}: missing metrics {sorted(missing)}"
+        assert got["value"].map(math.isfinite).all(), f"{experiment}/{variant}: non-finite values\n{got}"
+        assert not got.duplicated(["metric", "seed"]).any(), f"{experiment}/{variant}: duplicated rows"
+    assert set(rows["variant"]) == set(expected_cells(smoke)[experiment])
+
+
+def test_steps_and_efficiency_reuse_the_samplers_priors(experiment_dir):
+    priors = sorted(p.name for p in (experiment_dir / "priors").iterdir())
+    # the three samplers priors + 8 ablation models, nothing trained for steps or efficiency
+    assert sum(p.startswith("samplers-") for p in priors) == 3
+    assert sum(p.startswith("ablation-") for p in priors) == 8
+    assert len(priors) == 11
+
+
+def test_efficiency_rows_count_network_evaluations_of_each_recipe(experiment_dir, smoke):
+    df = pd.read_csv(experiment_dir / "results.csv")
+    nfe = df[(df["experiment"] == "efficiency") & (df["metric"] == "nfe_per_sample")].set_index("variant")["value"]
+    recipes = smoke.prior_recipes
+    assert nfe["bernoulli/bs=16"] == recipes["bernoulli"]["kwargs"]["default_steps"]  # 8
+    assert nfe["absorbing/bs=16"] == recipes["absorbing"]["kwargs"]["timesteps"]  # 32
+    assert nfe["autoregressive/bs=16"] == 4 * 4  # one step per position of the 4x4 grid
+
+
+def test_ablation_samples_every_variant_with_all_T_steps(experiment_dir, smoke):
+    """Variants that name the same model and sampling options are the same samples, so the same numbers;
+    every ablation prior is built with default_steps = T (direct cannot sample with fewer)."""
+    df = pd.read_csv(experiment_dir / "results.csv")
+    fd = df[(df["experiment"] == "ablation") & (df["metric"] == "fd")].set_index("variant")["value"]
+    same = ["target=residual/vlb=0", "reverse=mixture/balance=none", "final=threshold", "schedule=linear"]
+    assert fd[same].nunique() == 1
+    for run in (experiment_dir / "priors").glob("ablation-*"):
+        config = read_json(sorted((run / "checkpoints").glob("step_*"))[-1] / "model_config.json")
+        assert config["default_steps"] == config["timesteps"] == 32, run.name
+
+
+def _checkpoint_listing(out: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(out)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(out.rglob("*")) if p.is_file() and "checkpoints" in p.parts}
+
+
+@pytest.mark.parametrize("experiment", list(RUNNERS))
+def test_rerun_adds_no_rows_and_trains_nothing(experiment_dir, smoke, experiment):
+    results = (experiment_dir / "results.csv").read_bytes()
+    checkpoints = _checkpoint_listing(experiment_dir)
+    assert checkpoints, "the fixture should have trained checkpoints"
+    RUNNERS[experiment].run(smoke, experiment_dir)
+    assert (experiment_dir / "results.csv").read_bytes() == results
+    assert _checkpoint_listing(experiment_dir) == checkpoints
+
+
+def test_analysis_report_mentions_every_experiment(experiment_dir, tmp_path):
+    assert analysis_main(["--results", str(experiment_dir / "results.csv"), "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "REPORT.md").read_text()
+    for title in ("paper Table 5", "paper Table 6", "paper Figure 7", "paper Table 7"):
+        assert title in report
+    assert "No rows for: `reconstruction`" in report  # the only experiment not run here
+    for experiment in ("samplers", "steps", "efficiency", "ablation"):
+        assert (tmp_path / "tables" / f"{experiment}.md").exists()
+
+
+def test_paper_preset_runs_one_step_on_an_image_folder(tmp_path, monkeypatch):
+    """The paper preset's code path (image-folder data, the paper autoencoder with k = 16, the
+    24-layer 768-wide denoiser) through the CLI with --max-steps 1. Shrunk only where the CPU needs
+    it: 32x32 images (a 2x2 latent grid), batches of 1, one sample, and a Bernoulli recipe with
+    T = 4 so that timing the sampler takes seconds."""
+    rng = np.random.default_rng(0)
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    recipe = {"kwargs": {"parameterization": "residual", "timesteps": 4, "default_steps": 2}, "resample": True}
+    paper = replace(common.PRESETS["paper"], size=32, ae_batch=1, prior_batch=1, prior_recipes={"bernoulli": recipe})
+    monkeypatch.setitem(common.PRESETS, "paper", paper)
+    out = tmp_path / "out"
+    assert experiments_main(["efficiency", "--preset", "paper", "--out", str(out), "--data-dir", str(images),
+                             "--max-steps", "1", "--num-samples", "1"]) == 0
+
+    ae_ckpt = out / "ae" / "binary-c32-seed0" / "checkpoints" / "step_0000001"
+    ae_config = read_json(ae_ckpt / "model_config.json")
+    assert (ae_config["downsample"], ae_config["width"], ae_config["attention"]) == (16, 128, True)
+    prior_config = read_json(out / "priors" / "samplers-bernoulli-binary-c32-seed0" / "checkpoints" / "step_0000001"
+                             / "model_config.json")
+    assert (prior_config["dim"], prior_config["depth"], prior_config["heads"]) == (768, 24, 12)
+    assert prior_config["spec"]["grid"] == [2, 2]
+    df = pd.read_csv(out / "results.csv")
+    assert set(df["variant"]) == {"bernoulli/bs=1"}
+    values = df.set_index("metric")["value"]
+    assert values["nfe_per_sample"] == 2 and values["params"] > 150e6 and values["samples_per_s"] > 0
