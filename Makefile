@@ -24,5 +24,14 @@ demo: install
 test: install
 	$(PY) -m pytest -q tests
 
+# The paper's comparisons at CPU scale, then the report (tables, plots, claims) from the CSV alone.
+PRESET ?= cpu
+RESULTS ?= results/$(PRESET)
+reproduce: install
+	for runner in samplers efficiency steps ablation; do \
+		$(PY) -m experiments $$runner --preset $(PRESET) --out $(RESULTS) || exit 1; \
+	done
+	$(PY) -m analysis --results $(RESULTS)/results.csv --out $(RESULTS)/report --samples $(RESULTS)/samples
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -38,3 +38,36 @@ def test_unknown_prior_is_rejected_by_the_parser(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train-prior", "--latents", "x", "--out", "y", "--prior", "gaussian"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_whole_pipeline_through_the_cli(tmp_path):
+    """train-ae → encode → train-prior → sample → eval, with tiny models, through main()."""
+    from discrete_priors.cli import main
+    from discrete_priors.data import load_latent_cache
+    from discrete_priors.io import load_tensors
+
+    ae, latents, prior, samples, results = (tmp_path / d for d in ("ae", "latents", "prior", "samples", "results"))
+    common = ["--steps", "20", "--batch-size", "16", "--checkpoint-every", "10", "--device", "cpu"]
+    assert main(["train-ae", "--preset", "tiny", "--bits", "8", "--out", str(ae), *common]) == 0
+    assert main(["encode", "--ae", str(ae), "--out", str(latents), "--device", "cpu"]) == 0
+    cache = load_latent_cache(latents / "train.safetensors")
+    assert cache.spec.kind == "binary" and cache.spec.shape == (16, 8) and len(cache) == 1438
+    assert main(["train-prior", "--latents", str(latents), "--net", "tiny", "--timesteps", "8", "--resample",
+                 "--out", str(prior), *common]) == 0
+    assert main(["sample", "--ae", str(ae), "--prior", str(prior), "-n", "12", "--steps", "4", "--seed", "3",
+                 "--out", str(samples), "--device", "cpu"]) == 0
+    saved = load_tensors(samples / "samples.safetensors")
+    assert saved["codes"].shape == (12, 16, 8) and set(saved["codes"].unique().tolist()) <= {0.0, 1.0}
+    assert saved["images"].shape == (12, 1, 16, 16) and 0 <= saved["images"].min() <= saved["images"].max() <= 1
+    assert (samples / "grid.png").stat().st_size > 0
+    # the same seed gives the same samples
+    assert main(["sample", "--ae", str(ae), "--prior", str(prior), "-n", "12", "--steps", "4", "--seed", "3",
+                 "--out", str(tmp_path / "again"), "--device", "cpu"]) == 0
+    assert torch.equal(load_tensors(tmp_path / "again" / "samples.safetensors")["codes"], saved["codes"])
+    assert main(["eval", "--samples", str(samples), "--cache-dir", str(tmp_path / "clf"), "--out", str(results)]) == 0
+    import pandas as pd
+
+    rows = pd.read_csv(results / "results.csv")
+    assert {"fd", "precision", "recall", "nn_pixel_distance"} <= set(rows["metric"])
+    assert rows["value"].notna().all() and (rows["num_samples"] == 12).all()
