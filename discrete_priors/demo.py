@@ -28,9 +28,9 @@ QUICK = {
 }
 
 
-def _train_config(steps: int, batch: int, lr: float, seed: int) -> dict:
-    return {"steps": steps, "batch_size": batch, "lr": lr, "warmup_steps": min(100, steps // 10), "ema_decay": 0.999,
-            "checkpoint_every": max(steps // 4, 1), "seed": seed, "schedule": "cosine", "min_lr_ratio": 0.1}
+def _train_config(steps: int, batch: int, lr: float, seed: int, ema_decay: float = 0.999) -> dict:
+    return {"steps": steps, "batch_size": batch, "lr": lr, "warmup_steps": min(100, steps // 10), "ema_decay": ema_decay,
+            "checkpoint_every": max(steps // 4, 1), "seed": seed, "schedule": "cosine", "min_lr_ratio": 0.0}
 
 
 def run_demo(*, out: Path, quick: bool = False, seed: int = 0, progress: bool | None = None) -> dict:
@@ -42,7 +42,7 @@ def run_demo(*, out: Path, quick: bool = False, seed: int = 0, progress: bool | 
     start = time.perf_counter()
     pipeline.train_autoencoder(out=out / "ae", dataset="digits", size=16, latent={"kind": "binary", "bits": 32},
                                preset=cfg["ae_preset"],
-                               train_config=_train_config(cfg["ae_steps"], cfg["ae_batch"], cfg["ae_lr"], seed),
+                               train_config=_train_config(cfg["ae_steps"], cfg["ae_batch"], cfg["ae_lr"], seed, ema_decay=0.0),
                                progress=progress)
     timings["autoencoder_s"] = time.perf_counter() - start
 

@@ -80,8 +80,10 @@ def get_preset(name: str, **overrides) -> Preset:
     return replace(PRESETS[name], **overrides)
 
 
-def train_config(*, steps: int, batch: int, lr: float, seed: int) -> dict:
-    return {"steps": steps, "batch_size": batch, "lr": lr, "warmup_steps": min(100, steps // 10), "ema_decay": 0.999,
+def train_config(*, steps: int, batch: int, lr: float, seed: int, ema_decay: float = 0.999) -> dict:
+    """Priors keep an EMA of weights; autoencoders do not (an averaged VQ encoder no longer
+    matches its codebook: 26.3 dB with EMA vs 34.4 dB without on digits)."""
+    return {"steps": steps, "batch_size": batch, "lr": lr, "warmup_steps": min(100, steps // 10), "ema_decay": ema_decay,
             "checkpoint_every": max(min(1000, steps // 4), 1), "seed": seed, "schedule": "cosine", "min_lr_ratio": 0.1}
 
 
@@ -90,7 +92,7 @@ def ensure_autoencoder(preset: Preset, out: Path, *, latent: dict, name: str, se
     pipeline.train_autoencoder(out=run, dataset=preset.dataset, size=preset.size, data_dir=data_dir, latent=latent,
                                preset=preset.ae_preset,
                                train_config=train_config(steps=preset.ae_steps, batch=preset.ae_batch, lr=preset.ae_lr,
-                                                         seed=seed))
+                                                         seed=seed, ema_decay=0.0))
     return run
 
 

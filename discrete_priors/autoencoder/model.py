@@ -183,13 +183,14 @@ class Autoencoder(nn.Module):
     def discriminator_loss(self, discriminator: nn.Module, images: torch.Tensor, recon_detached: torch.Tensor,
                            step: int) -> LossOutput:
         """Hinge loss of the discriminator on real ``images`` vs ``recon_detached`` (both in [0, 1]).
-        Before ``disc_start`` the loss is multiplied by 0 (still a graph over every discriminator
-        parameter, so DDP sees all of them used) and reported as 0."""
+        Before ``disc_start`` it is a constant 0 without a graph: the trainer then skips the
+        discriminator step (no zero-gradient AdamW step that would still apply weight decay and
+        advance Adam's step count); an un-called DDP module expects no backward, so this is safe."""
+        if step < self.disc_start:
+            return LossOutput(torch.zeros((), device=images.device), {"disc": torch.zeros(())})
         real = discriminator(images * 2 - 1)
         fake = discriminator(recon_detached.detach() * 2 - 1)
-        raw = hinge_discriminator_loss(real, fake)
-        active = float(step >= self.disc_start)
-        loss = raw * active
+        loss = hinge_discriminator_loss(real, fake)
         return LossOutput(loss, {"disc": loss.detach(), "logits_real": real.detach().mean(),
                                  "logits_fake": fake.detach().mean()})
 
