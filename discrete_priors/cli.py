@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="binary codes: threshold the probabilities at 1/2, or draw a Bernoulli sample "
                         "(VQ and continuous codes are deterministic and refuse 'sample')")
     p.add_argument("--no-probs", action="store_true", help="do not store Bernoulli probabilities")
-    p.add_argument("--seed", type=int, default=0, help="seed for the dataset split and sampled codes")
+    p.add_argument("--seed", type=int, default=0, help="seed for sampled codes (--mode sample)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--out", required=True, help="directory for <split>.safetensors")
 
@@ -139,9 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--num-samples", type=int, default=1000, help="samples drawn from --prior")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (prior default if unset)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
-    p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight")
+    p.add_argument("--labels", default=None, help="class-conditional: comma-separated labels, cycled over the samples "
+                                                  "(with --guidance and no labels: all classes in turn)")
+    p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w")
     p.add_argument("--batch-size", type=int, default=256, help="samples per batch")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (and dataset split seed)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--experiment", default="eval", help="experiment name written in the rows")
     p.add_argument("--variant", default=None, help="variant name written in the rows (default: prior name and steps)")

@@ -103,7 +103,7 @@ def eval(args) -> dict:  # noqa: A001 - the CLI command is called eval
 
     from discrete_priors import evaluate, metrics
     from discrete_priors.data import load_dataset, load_latent_cache
-    from discrete_priors.io import load_tensors
+    from discrete_priors.io import atomic_path, load_tensors
     from discrete_priors.results import append_rows, make_rows
 
     if (args.prior is None) == (args.samples is None):
@@ -123,14 +123,19 @@ def eval(args) -> dict:  # noqa: A001 - the CLI command is called eval
     else:
         ae = pipeline.load_autoencoder(args.ae, device=device)
         prior = pipeline.load_prior(args.prior, device=device)
+        labels = parse_labels(args.labels, args.num_samples)
+        if args.guidance != 0.0 and labels is None:
+            labels = torch.arange(args.num_samples) % prior.num_classes if prior.num_classes else None
         images = pipeline.sample_images(ae, prior, args.num_samples, batch_size=args.batch_size, seed=args.seed,
-                                        steps=args.steps, temperature=args.temperature, guidance=args.guidance).images
+                                        labels=labels, steps=args.steps, temperature=args.temperature,
+                                        guidance=args.guidance).images
         row |= evaluate.sampling_speed(prior, batch_size=min(args.batch_size, args.num_samples), steps=args.steps,
-                                       seed=args.seed)
+                                       seed=args.seed, guidance=args.guidance, temperature=args.temperature)
         row["params"] = evaluate.count_parameters(prior)
         if args.latents is not None:
             cache = load_latent_cache(Path(args.latents) / "test.safetensors")
-            row["nll_bits_per_bit"], exact = evaluate.prior_nll(prior, cache.codes, seed=args.seed)
+            cache_labels = cache.labels if prior.num_classes else None
+            row["nll_bits_per_bit"], exact = evaluate.prior_nll(prior, cache.codes, cache_labels, seed=args.seed)
             row["nll_is_exact"] = float(exact)
         variant = args.variant or f"{pipeline.read_json(Path(args.prior) / 'prior.json')['name']}/S={args.steps or 'default'}"
     row |= evaluate.sample_quality(images, reference=test, train=train, extractor=extractor)
@@ -139,6 +144,8 @@ def eval(args) -> dict:  # noqa: A001 - the CLI command is called eval
                                                extractor=extractor.name, num_samples=len(images)))
     record = {"experiment": args.experiment, "variant": variant, "seed": args.seed, "extractor": extractor.name,
               "num_samples": len(images), **row}
-    with (out / "results.jsonl").open("a") as f:  # one line, flushed at once: a crash loses at most this row
-        f.write(json.dumps(record) + "\n")
+    jsonl = out / "results.jsonl"
+    old = jsonl.read_text() if jsonl.exists() else ""
+    with atomic_path(jsonl) as tmp:  # a crash leaves the previous file whole
+        tmp.write_text(old + json.dumps(record) + "\n")
     return record

@@ -51,13 +51,22 @@ def prior_nll(prior, codes: torch.Tensor, labels: torch.Tensor | None = None, *,
     return total / len(codes), exact
 
 
-def sampling_speed(prior, *, batch_size: int, steps: int | None = None, seed: int = 0, repeats: int = 3) -> dict:
-    """Samples per second at ``batch_size`` (median of ``repeats`` after one warm-up batch)."""
+def sampling_speed(prior, *, batch_size: int, steps: int | None = None, seed: int = 0, repeats: int = 3,
+                   guidance: float = 0.0, temperature: float = 1.0) -> dict:
+    """Samples per second at ``batch_size`` (median of ``repeats`` after one warm-up batch),
+    with the same guidance as the evaluated samples (labels cycle over the classes)."""
     device = next(prior.parameters()).device
     generator = torch.Generator(device).manual_seed(seed)
-    out = metrics.measure_throughput(lambda n: prior.sample(n, steps=steps, generator=generator), batch_size=batch_size,
-                                     repeats=repeats, device=device,
-                                     network_evals_per_sample=prior.network_evals_per_sample(steps))
+    labels = None
+    if guidance != 0.0:
+        labels = torch.arange(batch_size, device=device) % prior.num_classes
+
+    def draw(n):
+        return prior.sample(n, steps=steps, generator=generator, labels=labels, guidance=guidance,
+                            temperature=temperature)
+
+    out = metrics.measure_throughput(draw, batch_size=batch_size, repeats=repeats, device=device,
+                                     network_evals_per_sample=prior.network_evals_per_sample(steps, guidance=guidance))
     return {"samples_per_s": out.samples_per_second, "nfe_per_sample": out.network_evals_per_sample,
             "batch_size": batch_size}
 

@@ -143,6 +143,7 @@ def train_autoencoder(*, out: str | Path, dataset: str = "digits", size: int | N
 
     data = load_dataset(dataset, split="train", size=size, data_dir=data_dir, seed=data_seed)
     _, channels, height, _ = data.images.shape
+    check_data_record(out, {"dataset": dataset, "size": height, "data_seed": data_seed}, create=True)
     config = autoencoder_preset(preset, latent=latent, image_size=height, image_channels=channels) | (overrides or {})
     torch.manual_seed(train_config.get("seed", 0))  # initial weights are a function of the seed
     model = Autoencoder(**config)
@@ -164,16 +165,18 @@ def write_latent_cache(*, ae_dir: str | Path, out_dir: str | Path, dataset: str 
     ae = load_autoencoder(ae_dir, device=device)
     fingerprint = autoencoder_fingerprint(ae_dir)
     paths = {}
-    generator = torch.Generator(device).manual_seed(seed)
-    for split in splits:
+    for split_index, split in enumerate(splits):
+        # one generator per split, so a split's sampled codes do not depend on the others encoded with it
+        generator = torch.Generator(device).manual_seed(seed * 1000 + split_index)
         data = load_dataset(dataset, split=split, size=size, data_dir=data_dir, seed=data_seed)
+        check_data_record(ae_dir, {"dataset": dataset, "size": data.images.shape[-1], "data_seed": data_seed})
         binary = ae.code_spec.kind == "binary"
         enc = encode_images(ae, data.images, mode=mode, with_probs=with_probs and binary, generator=generator, progress=progress)
         path = Path(out_dir) / f"{split}.safetensors"
         save_latent_cache(path, codes=enc.codes, spec=ae.code_spec, labels=data.labels, probs=enc.probs,
                           autoencoder_hash=fingerprint,
                           extra={"dataset": dataset, "split": split, "size": size, "mode": mode, "ae_dir": str(ae_dir),
-                                 "num_classes": data.num_classes})
+                                 "num_classes": data.num_classes, "data_seed": data_seed})
         paths[split] = path
     return paths
 
@@ -182,9 +185,18 @@ def _cache_batch_fn(cache, *, resample: bool, conditional: bool):
     """Trainer batch hook: indices → codes (freshly resampled from the cached Bernoulli
     probabilities when asked: the reference code's implicit augmentation) and labels."""
 
+    from discrete_priors.priors.bernoulli_math import bernoulli
+
+    if resample and cache.stored_probs is None:
+        raise ValueError("--resample needs a latent cache with Bernoulli probabilities (encode without --no-probs)")
+
     def batch_fn(batch, generator):
         (index,) = batch
-        codes = cache.batch(index.cpu(), resample=resample, generator=generator if resample else None)
+        if resample:  # drawn where the trainer's generator lives (CPU or GPU)
+            probs = cache.stored_probs[index.cpu()].to(index.device, torch.float32)
+            codes = bernoulli(probs, generator=generator)
+        else:
+            codes = cache.batch(index.cpu())
         args = [codes.to(index.device)]
         if conditional:
             args.append(cache.labels[index.cpu()].to(index.device))
@@ -208,12 +220,31 @@ def train_prior(*, out: str | Path, latents_dir: str | Path, prior: str = "berno
         num_classes = int(cache.labels.max()) + 1
     torch.manual_seed(train_config.get("seed", 0))
     model = build_prior(prior, cache.spec, num_classes=num_classes, **(prior_kwargs or {}))
-    write_json(Path(out) / "prior.json", {"name": prior, "latents": str(latents_dir), "resample": resample})
+    info_path = Path(out) / "prior.json"
+    if info_path.exists() and read_json(info_path).get("autoencoder_hash") != cache.autoencoder_hash:
+        raise ValueError(f"the prior in {out} was trained on codes of another autoencoder than the cache in "
+                         f"{latents_dir} now holds: use a new --out (or delete {out}) to train on the new codes")
+    write_json(info_path, {"name": prior, "latents": str(latents_dir), "resample": resample,
+                           "autoencoder_hash": cache.autoencoder_hash})
     config = TrainConfig.from_dict(train_config)
     trainer = Trainer(model, (torch.arange(len(cache)),), config, Path(out),
                       batch_fn=_cache_batch_fn(cache, resample=resample, conditional=class_conditional),
                       progress=progress_enabled(progress))
     return trainer.fit()
+
+
+def check_data_record(run_dir: str | Path, record: dict, *, create: bool = False) -> None:
+    """The autoencoder run remembers which data (and train/test split) it was trained on, so that
+    encoding or evaluating with another split — which would put training images into "test" —
+    fails loudly instead."""
+    path = Path(run_dir) / "data.json"
+    if path.exists():
+        stored = read_json(path)
+        if stored != record:
+            raise ValueError(f"{run_dir} was trained on {stored}, but this call uses {record}: "
+                             "pass the same --dataset, --size and --data-seed")
+    elif create:
+        write_json(path, record)
 
 
 class Samples(NamedTuple):

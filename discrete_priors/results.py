@@ -82,11 +82,18 @@ def read_rows(path: str | Path):
     return pd.read_csv(path)
 
 
-def has_cell(path: str | Path, *, experiment: str, variant: str, seed: int) -> bool:
-    """True when rows for this (experiment, variant, seed) are already in the CSV (reruns skip it)."""
+def has_cell(path: str | Path, *, experiment: str, variant: str, seed: int, config_hash: str | None = None) -> bool:
+    """True when rows for this (experiment, variant, seed) are already in the CSV (reruns skip it).
+
+    With ``config_hash``, a cell recorded under another config raises instead: mixing rows of two
+    configurations in one table would be silently wrong."""
     path = Path(path)
     if not path.exists():
         return False
     with path.open() as f:
-        return any(r["experiment"] == experiment and r["variant"] == variant and int(r["seed"]) == seed
-                   for r in csv.DictReader(f))
+        hashes = {r["config_hash"] for r in csv.DictReader(f)
+                  if r["experiment"] == experiment and r["variant"] == variant and int(r["seed"]) == seed}
+    if config_hash is not None and hashes - {config_hash}:
+        raise ValueError(f"{path} already holds {experiment}/{variant}/seed {seed} from another configuration "
+                         f"({sorted(hashes)}, now {config_hash}): use a new output directory")
+    return bool(hashes)

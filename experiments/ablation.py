@@ -107,7 +107,7 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
         ae = pipeline.load_autoencoder(ae_dir)
         evaluated: dict[tuple, dict] = {}  # (model, sampling options) -> metrics: identical samples, computed once
         for cell in cells(preset):
-            if done(out, experiment="ablation", variant=cell.variant, seed=seed):
+            if done(out, preset=preset, experiment="ablation", variant=cell.variant, seed=seed):
                 continue
             key = (cell.model, tuple(sorted(cell.sample_kwargs.items())))
             if key not in evaluated:

@@ -49,9 +49,10 @@ class Preset:
                       "resample": True},
         # absorbing: the reweighted (1 - t/T) loss of Bond-Taylor et al., which trained better here
         # than the plain ELBO weighting at equal steps (see tests/test_absorbing.py notes); T steps.
-        "absorbing": {"kwargs": {"loss_weighting": "reweighted", "timesteps": 256}, "resample": False},
-        # autoregressive: teacher forcing on the deterministic codes, one step per position.
-        "autoregressive": {"kwargs": {}, "resample": False},
+        # Every prior sees the same data: codes resampled from the cached probabilities.
+        "absorbing": {"kwargs": {"loss_weighting": "reweighted", "timesteps": 256}, "resample": True},
+        # autoregressive: teacher forcing, one step per position.
+        "autoregressive": {"kwargs": {}, "resample": True},
     })
 
     def hash(self) -> str:
@@ -64,8 +65,8 @@ PRESETS = {
                     prior_recipes={
                         "bernoulli": {"kwargs": {"parameterization": "residual", "timesteps": 32, "default_steps": 8},
                                       "resample": True},
-                        "absorbing": {"kwargs": {"loss_weighting": "reweighted", "timesteps": 32}, "resample": False},
-                        "autoregressive": {"kwargs": {}, "resample": False}}),
+                        "absorbing": {"kwargs": {"loss_weighting": "reweighted", "timesteps": 32}, "resample": True},
+                        "autoregressive": {"kwargs": {}, "resample": True}}),
     "cpu": Preset(name="cpu"),
     "paper": Preset(name="paper", dataset="image-folder", size=256, ae_preset="paper", ae_steps=400_000, ae_batch=32,
                     ae_lr=1e-4, bits=32, net="paper", prior_steps=500_000, prior_batch=256, prior_lr=1e-4,
@@ -139,8 +140,9 @@ def record(out: Path, *, experiment: str, variant: str, seed: int, values: dict,
                                                config_hash=preset.hash()))
 
 
-def done(out: Path, *, experiment: str, variant: str, seed: int) -> bool:
-    return has_cell(out / "results.csv", experiment=experiment, variant=variant, seed=seed)
+def done(out: Path, *, preset: Preset, experiment: str, variant: str, seed: int) -> bool:
+    """Whether the cell is already recorded; a cell recorded under another preset config raises."""
+    return has_cell(out / "results.csv", experiment=experiment, variant=variant, seed=seed, config_hash=preset.hash())
 
 
 def warn_fallback(message: str) -> None:

@@ -42,7 +42,7 @@ def run(preset: Preset, out: Path, *, priors=None, data_dir=None, progress: bool
         latents = ensure_latents(preset, out, ae_dir=ae_dir, name=latent_name, seed=seed, data_dir=data_dir)
         for name in priors:
             todo = [b for b in batch_sizes(preset)
-                    if not done(out, experiment="efficiency", variant=f"{name}/bs={b}", seed=seed)]
+                    if not done(out, preset=preset, experiment="efficiency", variant=f"{name}/bs={b}", seed=seed)]
             if not todo:
                 continue
             # the samplers runner's prior: trained once, shared by both runners

@@ -33,7 +33,7 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, data_dir=None, progress: bo
                                        reference_features=ref_feats, train_features=train_feats)
 
     for seed in preset.seeds:
-        if not done(out, experiment="samplers", variant="real", seed=seed):
+        if not done(out, preset=preset, experiment="samplers", variant="real", seed=seed):
             # distribution columns: real training images against the test split; memorisation
             # columns: the test images' own distances to the training set (a sample that is
             # closer than these is suspiciously close to a training image)
@@ -49,7 +49,7 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, data_dir=None, progress: bo
         test_codes = load_latent_cache(latents / "test.safetensors").codes
         ae = pipeline.load_autoencoder(ae_dir)
         for name in priors:
-            if done(out, experiment="samplers", variant=name, seed=seed):
+            if done(out, preset=preset, experiment="samplers", variant=name, seed=seed):
                 continue
             prior_dir = ensure_prior(preset, out, latents=latents, prior=name, variant=f"samplers-{name}-{latent_name}",
                                      seed=seed)

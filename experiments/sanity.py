@@ -35,7 +35,7 @@ def run_dataset(preset: Preset, out: Path, *, runs: Path, data_dir=None) -> None
     """``out``: where results.csv lives; ``runs``: where this dataset's autoencoder and classifier live."""
     name = preset.dataset
     variants = [f"{name}/{v}" for v in ("real", "recon", "random-codes")]
-    seeds = [s for s in preset.seeds if not all(done(out, experiment="sanity", variant=v, seed=s) for v in variants)]
+    seeds = [s for s in preset.seeds if not all(done(out, preset=preset, experiment="sanity", variant=v, seed=s) for v in variants)]
     if not seeds:
         return
     extractor = extractor_for(preset, runs, data_dir=data_dir)

@@ -48,7 +48,7 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, data_dir=None, progress: bo
         ae = pipeline.load_autoencoder(ae_dir)
         for name in priors:
             todo = [s for s in step_counts(preset, name)
-                    if not done(out, experiment="steps", variant=f"{name}/S={s}", seed=seed)]
+                    if not done(out, preset=preset, experiment="steps", variant=f"{name}/S={s}", seed=seed)]
             if not todo:
                 continue
             # the samplers runner's prior: trained once, shared by both runners

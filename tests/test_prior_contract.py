@@ -43,13 +43,8 @@ def _known_issue(request, name: str) -> None:
 
 
 def _prior_class(name: str):
-    """The class, or None while its module has not landed (a broken module still errors)."""
-    try:
-        return PRIORS[name]
-    except ModuleNotFoundError as err:
-        if err.name and err.name.startswith("discrete_priors.priors."):
-            return None
-        raise
+    """The registered class; a registered prior whose module is missing or broken fails here."""
+    return PRIORS[name]
 
 
 def _cases(accepted: bool):

@@ -222,7 +222,7 @@ class BernoulliDiffusion(Prior):
         terms = []
         for step in steps.tolist():
             t = torch.full((z0.shape[0],), step, dtype=torch.long, device=self.device)
-            z_t = bm.q_sample(z0, torch.as_tensor(self.schedule.k(step).item(), dtype=z0.dtype), generator=generator)
+            z_t = bm.q_sample(z0, torch.as_tensor(self.schedule.k(step).item(), dtype=z0.dtype, device=z0.device), generator=generator)
             terms.append(self.step_vlb(z0, z_t, t, labels) * scale)
         terms = torch.stack(terms, 1)
         prior = bm.prior_term(z0, self.schedule.k(T).item()).flatten(1).sum(1)
@@ -244,7 +244,7 @@ class BernoulliDiffusion(Prior):
     def _known_at(self, known, s: int, renoise: bool, generator):
         if not renoise or s == 0:
             return known
-        return bm.q_sample(known, torch.as_tensor(self.schedule.k(s).item(), dtype=known.dtype), generator=generator)
+        return bm.q_sample(known, torch.as_tensor(self.schedule.k(s).item(), dtype=known.dtype, device=known.device), generator=generator)
 
     @torch.no_grad()
     def sample(
