@@ -1,6 +1,6 @@
 """``python -m experiments <name> --preset P --out DIR [overrides]``: run one comparison.
 
-Runners: samplers (Table 5), efficiency (Table 6), steps (Figure 7), ablation (Table 7), sanity (metric scale: real, reconstructions, random codes). Presets: smoke (tiny, about a minute), cpu (digits at 16x16), paper
+Runners: reconstruction (Table 4), samplers (Table 5), efficiency (Table 6), steps (Figure 7), ablation (Table 7), sanity (metric scale: real, reconstructions, random codes). Presets: smoke (tiny, about a minute), cpu (digits at 16x16), paper
 (GPU scale; needs --data-dir with an image folder). Reruns skip finished cells and resume training.
 """
 
@@ -11,7 +11,8 @@ import importlib
 from pathlib import Path
 
 RUNNERS = {"samplers": "experiments.samplers", "steps": "experiments.steps", "efficiency": "experiments.efficiency",
-           "ablation": "experiments.ablation", "sanity": "experiments.sanity"}
+           "ablation": "experiments.ablation", "sanity": "experiments.sanity",
+           "reconstruction": "experiments.reconstruction"}
 
 
 def main(argv=None) -> int:

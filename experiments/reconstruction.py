@@ -1,0 +1,65 @@
+"""Table 4 of the paper: reconstruction by latent format, on one backbone.
+
+Binary codes with c bits per position, VQ codebooks of K vectors and continuous latents, each an
+autoencoder of the preset's architecture trained with the same recipe. Rows (variant names
+``binary-c<c>``, ``vq-K<K>``, ``continuous-d<d>``): PSNR and SSIM of the test split's
+reconstructions (deterministic codes), ``rfd`` — the Fréchet distance between reconstructions and
+originals on the dataset's classifier features — bits per image, and code usage (fraction of VQ
+codes used / of binary bits that are not dead).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from discrete_priors import metrics, pipeline
+from discrete_priors.data import load_dataset
+from experiments.common import Preset, done, ensure_autoencoder, extractor_for, record
+
+LATENTS = {
+    "binary-c8": {"kind": "binary", "bits": 8},
+    "binary-c16": {"kind": "binary", "bits": 16},
+    "binary-c32": {"kind": "binary", "bits": 32},
+    "vq-K256": {"kind": "vq", "codebook_size": 256, "dim": 8},
+    "vq-K512": {"kind": "vq", "codebook_size": 512, "dim": 8},
+    "vq-K1024": {"kind": "vq", "codebook_size": 1024, "dim": 8},
+    "continuous-d8": {"kind": "continuous", "dim": 8},
+}
+
+
+def code_statistics(codes, spec) -> dict:
+    if spec.kind == "binary":
+        stats = metrics.binary_code_stats(codes)
+        return {"bits_per_image": spec.bits, "code_usage": 1.0 - stats.dead_fraction, "bit_entropy": stats.bit_entropy}
+    if spec.kind == "categorical":
+        stats = metrics.categorical_code_stats(codes, vocab_size=spec.vocab_size)
+        return {"bits_per_image": spec.bits, "code_usage": stats.usage, "perplexity": stats.perplexity}
+    return {}  # continuous latents: no finite bit count
+
+
+def run(preset: Preset, out: Path, *, latents=tuple(LATENTS), data_dir=None, progress=None) -> None:
+    out = Path(out)
+    unknown = set(latents) - set(LATENTS)
+    if unknown:
+        raise ValueError(f"unknown latents {sorted(unknown)}, expected some of {sorted(LATENTS)}")
+    extractor = extractor_for(preset, out, data_dir=data_dir)
+    train = load_dataset(preset.dataset, split="train", size=preset.size, data_dir=data_dir).images
+    test = load_dataset(preset.dataset, split="test", size=preset.size, data_dir=data_dir).images
+    test_feats = extractor.features(test)
+    for seed in preset.seeds:
+        for name in latents:
+            if done(out, preset=preset, experiment="reconstruction", variant=name, seed=seed):
+                continue
+            ae_dir = ensure_autoencoder(preset, out, latent=LATENTS[name], name=name, seed=seed, data_dir=data_dir)
+            ae = pipeline.load_autoencoder(ae_dir)
+            codes = pipeline.encode_images(ae, test).codes
+            recon = pipeline.decode_codes(ae, codes)
+            values = {k: v for k, v in metrics.reconstruction_metrics(recon, test).items() if v == v}
+            values["rfd"] = metrics.frechet_distance(test_feats, extractor.features(recon))
+            # usage over train + test encodings, as the codebook is judged on all the data it serves
+            all_codes = torch.cat([pipeline.encode_images(ae, train).codes, codes])
+            values |= code_statistics(all_codes, ae.code_spec)
+            record(out, experiment="reconstruction", variant=name, seed=seed, values=values, extractor=extractor.name,
+                   num_samples=len(test), preset=preset)
