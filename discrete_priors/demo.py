@@ -17,8 +17,8 @@ from discrete_priors.io import write_json
 from discrete_priors.results import append_rows, make_rows
 
 FULL = {
-    "ae_preset": "cpu-digits", "ae_steps": 1500, "ae_batch": 64, "ae_lr": 2e-3,
-    "net": "cpu", "prior_steps": 2500, "prior_batch": 128, "prior_lr": 1e-3,
+    "ae_preset": "cpu-digits", "ae_steps": 1000, "ae_batch": 64, "ae_lr": 2e-3,
+    "net": "cpu", "prior_steps": 3500, "prior_batch": 128, "prior_lr": 1e-3,
     "num_samples": 500, "sample_steps": (16, 64),
 }
 QUICK = {
