@@ -65,8 +65,11 @@ def test_classifier_features_separate_real_from_noise(digits_extractor):
     noise = torch.rand(test.images.shape, generator=torch.Generator().manual_seed(0))
     f_train, f_test, f_noise = (extractor.features(x) for x in (train.images, test.images, noise))
     assert frechet_distance(f_train, f_test) * 10 < frechet_distance(f_train, f_noise)
-    assert precision_recall(f_train, f_test).precision > 0.8
-    assert precision_recall(f_train, f_noise).precision < 0.2
+    real, fake = precision_recall(f_train, f_test), precision_recall(f_train, f_noise)
+    assert real.precision > 0.8 and real.recall > 0.8
+    # noise lands inside a few real k-NN balls (measured 0.13-0.21 across thread counts), but it
+    # covers almost none of the real manifold: recall is the decisive column
+    assert fake.precision < 0.5 * real.precision and fake.recall < 0.05
 
 
 def test_classifier_training_is_seeded_and_cache_is_keyed_by_config(tmp_path):
