@@ -76,19 +76,11 @@ def evaluate_demo(out: Path, cfg: dict, *, seed: int, progress: bool | None = No
     test = load_dataset("digits", split="test", size=16).images
     extractor = metrics.get_extractor("classifier:digits", size=16, seed=0,
                                       cache_dir=out / "classifier")
-    ref_feats, train_feats = extractor.features(test), extractor.features(train)
-
-    def quality(images):
-        return evaluate.sample_quality(images, reference=test, train=train, extractor=extractor,
-                                       reference_features=ref_feats, train_features=train_feats)
+    quality = evaluate.SampleScorer(extractor, reference=test, train=train)
 
     results, counts = {}, {}
-    # where "good" lies: real training images against the test split (their memorisation columns
-    # are the test images' own distances to the training set), and the autoencoder's reconstructions
-    real = quality(train[: cfg["num_samples"]])
-    held_out = quality(test)
-    results["real-images"] = real | {k: held_out[k] for k in ("nn_pixel_distance", "nn_feature_distance",
-                                                               "frac_closer_than_test")}
+    # where "good" lies: real images and the autoencoder's reconstructions
+    results["real-images"] = quality.real_row(cfg["num_samples"])
     counts["real-images"] = min(len(train), cfg["num_samples"])
     recon = pipeline.decode_codes(ae, pipeline.encode_images(ae, test).codes)
     results["ae-reconstructions"] = quality(recon) | metrics.reconstruction_metrics(recon, test)

@@ -36,6 +36,27 @@ def sample_quality(images: torch.Tensor, *, reference: torch.Tensor, train: torc
     }
 
 
+class SampleScorer:
+    """``sample_quality`` against fixed real data: the features of the test split (the reference)
+    and of the training split (for memorisation) are computed once and reused for every sample set."""
+
+    def __init__(self, extractor, *, reference: torch.Tensor, train: torch.Tensor):
+        self.extractor, self.reference, self.train = extractor, reference, train
+        self.reference_features = extractor.features(reference)
+        self.train_features = extractor.features(train)
+
+    def __call__(self, images: torch.Tensor) -> dict:
+        return sample_quality(images, reference=self.reference, train=self.train, extractor=self.extractor,
+                              reference_features=self.reference_features, train_features=self.train_features)
+
+    def real_row(self, n: int) -> dict:
+        """Where "good" lies: the first n training images scored like samples, except that the
+        memorisation columns are the test images' own distances to the training set (training
+        images are trivially at distance 0 from themselves)."""
+        row, held_out = self(self.train[:n]), self(self.reference)
+        return row | {k: held_out[k] for k in ("nn_pixel_distance", "nn_feature_distance", "frac_closer_than_test")}
+
+
 @torch.no_grad()
 def prior_nll(prior, codes: torch.Tensor, labels: torch.Tensor | None = None, *, batch_size: int = 256,
               seed: int = 0) -> tuple[float, bool]:

@@ -95,7 +95,7 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
     extractor = extractor_for(preset, out, data_dir=data_dir)
     train = load_dataset(preset.dataset, split="train", size=preset.size, data_dir=data_dir).images
     test = load_dataset(preset.dataset, split="test", size=preset.size, data_dir=data_dir).images
-    ref_feats, train_feats = extractor.features(test), extractor.features(train)
+    quality_of = evaluate.SampleScorer(extractor, reference=test, train=train)
     timesteps = preset.prior_recipes["bernoulli"]["kwargs"]["timesteps"]
     kwargs_of = models(preset)
 
@@ -117,8 +117,7 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
                 prior = pipeline.load_prior(prior_dir)
                 samples = pipeline.sample_images(ae, prior, preset.num_samples, seed=seed, progress=progress,
                                                  steps=timesteps, temperature=1.0, **cell.sample_kwargs)
-                quality = evaluate.sample_quality(samples.images, reference=test, train=train, extractor=extractor,
-                                                  reference_features=ref_feats, train_features=train_feats)
+                quality = quality_of(samples.images)
                 evaluated[key] = {k: quality[k] for k in METRICS}
             record(out, experiment="ablation", variant=cell.variant, seed=seed, values=evaluated[key],
                    extractor=extractor.name, num_samples=preset.num_samples, preset=preset)

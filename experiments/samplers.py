@@ -26,20 +26,11 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, data_dir=None, progress: bo
     extractor = extractor_for(preset, out, data_dir=data_dir)
     train = load_dataset(preset.dataset, split="train", size=preset.size, data_dir=data_dir).images
     test = load_dataset(preset.dataset, split="test", size=preset.size, data_dir=data_dir).images
-    ref_feats, train_feats = extractor.features(test), extractor.features(train)
-
-    def quality(images):
-        return evaluate.sample_quality(images, reference=test, train=train, extractor=extractor,
-                                       reference_features=ref_feats, train_features=train_feats)
+    quality = evaluate.SampleScorer(extractor, reference=test, train=train)
 
     for seed in preset.seeds:
         if not done(out, preset=preset, experiment="samplers", variant="real", seed=seed):
-            # distribution columns: real training images against the test split; memorisation
-            # columns: the test images' own distances to the training set (a sample that is
-            # closer than these is suspiciously close to a training image)
-            values = quality(train[: preset.num_samples])
-            held_out = quality(test)
-            values |= {k: held_out[k] for k in ("nn_pixel_distance", "nn_feature_distance", "frac_closer_than_test")}
+            values = quality.real_row(preset.num_samples)
             record(out, experiment="samplers", variant="real", seed=seed, values=values, extractor=extractor.name,
                    num_samples=min(len(train), preset.num_samples), preset=preset)
         latent_name = f"binary-c{preset.bits}"

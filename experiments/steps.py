@@ -38,7 +38,7 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, data_dir=None, progress: bo
     extractor = extractor_for(preset, out, data_dir=data_dir)
     train = load_dataset(preset.dataset, split="train", size=preset.size, data_dir=data_dir).images
     test = load_dataset(preset.dataset, split="test", size=preset.size, data_dir=data_dir).images
-    ref_feats, train_feats = extractor.features(test), extractor.features(train)
+    quality_of = evaluate.SampleScorer(extractor, reference=test, train=train)
 
     for seed in preset.seeds:
         latent_name = f"binary-c{preset.bits}"
@@ -58,8 +58,7 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, data_dir=None, progress: bo
             for steps in todo:
                 samples = pipeline.sample_images(ae, prior, preset.num_samples, seed=seed, progress=progress,
                                                  steps=steps, temperature=1.0)
-                quality = evaluate.sample_quality(samples.images, reference=test, train=train, extractor=extractor,
-                                                  reference_features=ref_feats, train_features=train_feats)
+                quality = quality_of(samples.images)
                 speed = evaluate.sampling_speed(prior, batch_size=min(64, preset.num_samples), steps=steps, seed=seed,
                                                 repeats=2)
                 values = {k: quality[k] for k in METRICS} | {"samples_per_s": speed["samples_per_s"]}
