@@ -39,7 +39,7 @@ from typing import NamedTuple
 
 from discrete_priors import evaluate, pipeline
 from discrete_priors.data import load_dataset
-from experiments.common import Preset, done, ensure_autoencoder, ensure_latents, ensure_prior, extractor_for, record
+from experiments.common import Preset, done, ensure_prior, extractor_for, record, shared_binary_latents
 
 TARGETS = ("direct", "x0", "residual")
 VLB_WEIGHTS = {"smoke": (0.0, 0.1)}
@@ -100,10 +100,7 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
     kwargs_of = models(preset)
 
     for seed in preset.seeds:
-        latent_name = f"binary-c{preset.bits}"
-        ae_dir = ensure_autoencoder(preset, out, latent={"kind": "binary", "bits": preset.bits}, name=latent_name,
-                                    seed=seed, data_dir=data_dir)
-        latents = ensure_latents(preset, out, ae_dir=ae_dir, name=latent_name, seed=seed, data_dir=data_dir)
+        latent_name, ae_dir, latents = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
         ae = pipeline.load_autoencoder(ae_dir)
         evaluated: dict[tuple, dict] = {}  # (model, sampling options) -> metrics: identical samples, computed once
         for cell in cells(preset):

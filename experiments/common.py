@@ -17,6 +17,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from discrete_priors import metrics, pipeline
 from discrete_priors.io import config_hash, read_json
@@ -111,6 +112,20 @@ def ensure_latents(preset: Preset, out: Path, *, ae_dir: Path, name: str, seed: 
     pipeline.write_latent_cache(ae_dir=ae_dir, out_dir=latents, dataset=preset.dataset, size=preset.size,
                                 data_dir=data_dir, seed=seed)
     return latents
+
+
+class BinaryLatents(NamedTuple):
+    name: str  # "binary-c<bits>": the name the autoencoder, cache and prior folders carry
+    ae_dir: Path
+    latents: Path
+
+
+def shared_binary_latents(preset: Preset, out: Path, *, seed: int, data_dir=None) -> BinaryLatents:
+    """The one binary autoencoder and latent cache the prior comparisons share (trained once)."""
+    name = f"binary-c{preset.bits}"
+    ae_dir = ensure_autoencoder(preset, out, latent={"kind": "binary", "bits": preset.bits}, name=name, seed=seed,
+                                data_dir=data_dir)
+    return BinaryLatents(name, ae_dir, ensure_latents(preset, out, ae_dir=ae_dir, name=name, seed=seed, data_dir=data_dir))
 
 
 def ensure_prior(preset: Preset, out: Path, *, latents: Path, prior: str, variant: str, seed: int,

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from discrete_priors import evaluate, pipeline
-from experiments.common import Preset, done, ensure_autoencoder, ensure_latents, ensure_prior, record
+from experiments.common import Preset, done, ensure_prior, record, shared_binary_latents
 
 PRIORS = ("bernoulli", "absorbing", "autoregressive")
 BATCH_SIZES = (1, 16, 64, 256)
@@ -36,10 +36,7 @@ def run(preset: Preset, out: Path, *, priors=None, data_dir=None, progress: bool
     out = Path(out)
     priors = [p for p in PRIORS if p in preset.prior_recipes] if priors is None else list(priors)
     for seed in preset.seeds:
-        latent_name = f"binary-c{preset.bits}"
-        ae_dir = ensure_autoencoder(preset, out, latent={"kind": "binary", "bits": preset.bits}, name=latent_name,
-                                    seed=seed, data_dir=data_dir)
-        latents = ensure_latents(preset, out, ae_dir=ae_dir, name=latent_name, seed=seed, data_dir=data_dir)
+        latent_name, ae_dir, latents = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
         for name in priors:
             todo = [b for b in batch_sizes(preset)
                     if not done(out, preset=preset, experiment="efficiency", variant=f"{name}/bs={b}", seed=seed)]

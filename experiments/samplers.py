@@ -15,8 +15,7 @@ from pathlib import Path
 
 from discrete_priors import evaluate, pipeline
 from discrete_priors.data import load_dataset, load_latent_cache
-from experiments.common import (Preset, done, ensure_autoencoder, ensure_latents, ensure_prior, extractor_for,
-                                record)
+from experiments.common import Preset, done, ensure_prior, extractor_for, record, shared_binary_latents
 
 PRIORS = ("bernoulli", "absorbing", "autoregressive")
 
@@ -33,10 +32,7 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, data_dir=None, progress: bo
             values = quality.real_row(preset.num_samples)
             record(out, experiment="samplers", variant="real", seed=seed, values=values, extractor=extractor.name,
                    num_samples=min(len(train), preset.num_samples), preset=preset)
-        latent_name = f"binary-c{preset.bits}"
-        ae_dir = ensure_autoencoder(preset, out, latent={"kind": "binary", "bits": preset.bits}, name=latent_name,
-                                    seed=seed, data_dir=data_dir)
-        latents = ensure_latents(preset, out, ae_dir=ae_dir, name=latent_name, seed=seed, data_dir=data_dir)
+        latent_name, ae_dir, latents = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
         test_codes = load_latent_cache(latents / "test.safetensors").codes
         ae = pipeline.load_autoencoder(ae_dir)
         for name in priors:

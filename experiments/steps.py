@@ -17,7 +17,7 @@ from pathlib import Path
 
 from discrete_priors import evaluate, pipeline
 from discrete_priors.data import load_dataset
-from experiments.common import Preset, done, ensure_autoencoder, ensure_latents, ensure_prior, extractor_for, record
+from experiments.common import Preset, done, ensure_prior, extractor_for, record, shared_binary_latents
 
 PRIORS = ("bernoulli", "absorbing")
 STEPS = (4, 8, 16, 32, 64, 128, 256)
@@ -41,10 +41,7 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, data_dir=None, progress: bo
     quality_of = evaluate.SampleScorer(extractor, reference=test, train=train)
 
     for seed in preset.seeds:
-        latent_name = f"binary-c{preset.bits}"
-        ae_dir = ensure_autoencoder(preset, out, latent={"kind": "binary", "bits": preset.bits}, name=latent_name,
-                                    seed=seed, data_dir=data_dir)
-        latents = ensure_latents(preset, out, ae_dir=ae_dir, name=latent_name, seed=seed, data_dir=data_dir)
+        latent_name, ae_dir, latents = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
         ae = pipeline.load_autoencoder(ae_dir)
         for name in priors:
             todo = [s for s in step_counts(preset, name)
