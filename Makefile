@@ -28,9 +28,7 @@ test: install
 PRESET ?= cpu
 RESULTS ?= results/$(PRESET)
 reproduce: install
-	for runner in samplers efficiency steps ablation; do \
-		$(PY) -m experiments $$runner --preset $(PRESET) --out $(RESULTS) || exit 1; \
-	done
+	$(PY) -m experiments all --preset $(PRESET) --out $(RESULTS)
 	$(PY) -m analysis --results $(RESULTS)/results.csv --out $(RESULTS)/report --samples $(RESULTS)/samples
 
 clean:

@@ -21,9 +21,14 @@ S = T numbers are the targets' best case, and the steps runner shows the residua
 
 The ``direct`` target is BCE against the exact posterior q(zᵗ⁻¹ | zᵗ, z⁰), and its VLB term is
 KL(q ‖ p_θ) = that BCE − H(q) (at t = 1 both are −log p_θ(z⁰ | z¹)), so ``direct`` with λ > 0
-trains on (1 + λ) × the λ = 0 loss + a constant: under Adam (invariant to a constant loss scale)
-the weights match λ = 0 to float precision (measured: 4e-7 at the smoke preset), and so do the
-rows. They are kept for the paper's full grid.
+trains on (1 + λ) × the λ = 0 loss + a constant: the gradient is (1 + λ) × the λ = 0 gradient
+(tests/test_bernoulli_prior.py proves it on one batch) and Adam is invariant to a constant gradient
+scale (measured: weights equal to 4e-7 after training at the smoke preset). One model is trained
+for ``direct`` and its rows are recorded under every λ of the grid.
+
+The baseline model (residual, λ = 0, linear schedule, no balancing) is the samplers runner's
+Bernoulli prior: same recipe, same latents; its ``default_steps`` differs but every ablation
+row passes S = T explicitly.
 
 Rows: fd, precision, recall on classifier features of ``num_samples`` samples, temperature 1.
 Variants that name the same model and sampling options (``target=residual/vlb=0``,
@@ -65,6 +70,7 @@ def _model_key(target: str, vlb: float) -> str:
 
 
 BASELINE = _model_key("residual", 0.0)
+DIRECT = _model_key("direct", 0.0)
 
 
 def models(preset: Preset) -> dict[str, dict]:
@@ -72,7 +78,8 @@ def models(preset: Preset) -> dict[str, dict]:
     timesteps = preset.prior_recipes["bernoulli"]["kwargs"]["timesteps"]
     base = {"default_steps": timesteps}  # direct cannot use fewer steps; all sample with S = T
     out = {_model_key(t, lam): base | {"parameterization": t, "vlb_weight": lam}
-           for t in TARGETS for lam in vlb_weights(preset)}
+           for t in TARGETS for lam in vlb_weights(preset) if t != "direct"}
+    out[DIRECT] = base | {"parameterization": "direct", "vlb_weight": 0.0}  # the loss of every λ, up to scale
     out[BASELINE] = base | {"parameterization": "residual", "vlb_weight": 0.0}  # also when 0 is not in the list
     out["balance=class_balanced"] = out[BASELINE] | {"loss_balance": "class_balanced"}
     out["schedule=cosine"] = out[BASELINE] | {"schedule": "cosine"}
@@ -80,7 +87,8 @@ def models(preset: Preset) -> dict[str, dict]:
 
 
 def cells(preset: Preset) -> list[Cell]:
-    rows = [Cell(f"target={t}/vlb={lam:g}", _model_key(t, lam), {}) for t in TARGETS for lam in vlb_weights(preset)]
+    rows = [Cell(f"target={t}/vlb={lam:g}", DIRECT if t == "direct" else _model_key(t, lam), {})
+            for t in TARGETS for lam in vlb_weights(preset)]
     for balance in ("none", "class_balanced"):
         for reverse in ("mixture", "joint"):
             model = BASELINE if balance == "none" else f"balance={balance}"
@@ -108,9 +116,13 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
                 continue
             key = (cell.model, tuple(sorted(cell.sample_kwargs.items())))
             if key not in evaluated:
-                prior_dir = ensure_prior(preset, out, latents=latents, prior="bernoulli",
-                                         variant=f"ablation-{cell.model}-{latent_name}", seed=seed,
-                                         extra_kwargs=kwargs_of[cell.model])
+                if cell.model == BASELINE:  # the samplers runner's Bernoulli prior (same training recipe)
+                    prior_dir = ensure_prior(preset, out, latents=latents, prior="bernoulli",
+                                             variant=f"samplers-bernoulli-{latent_name}", seed=seed)
+                else:
+                    prior_dir = ensure_prior(preset, out, latents=latents, prior="bernoulli",
+                                             variant=f"ablation-{cell.model}-{latent_name}", seed=seed,
+                                             extra_kwargs=kwargs_of[cell.model])
                 prior = pipeline.load_prior(prior_dir)
                 samples = pipeline.sample_images(ae, prior, preset.num_samples, seed=seed, progress=progress,
                                                  steps=timesteps, temperature=1.0, **cell.sample_kwargs)

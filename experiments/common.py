@@ -37,16 +37,18 @@ class Preset:
     ae_batch: int = 64
     ae_lr: float = 2e-3
     bits: int = 32
+    vq_codebook: int = 256  # the VQ latents of the samplers runner's reference rows (reconstruction's vq-K<K>)
     net: str = "cpu"
     prior_steps: int = 4000
     prior_batch: int = 128
     prior_lr: float = 1e-3
     num_samples: int = 1000
+    nll_codes: int | None = None  # held-out codes the NLL is measured on (None: the whole test split)
     seeds: tuple[int, ...] = (0,)
     prior_recipes: dict = field(default_factory=lambda: {
         # Bernoulli diffusion: the paper's choices (residual target, mixture reverse on our maths),
-        # 64 sampling steps of T = 256, codes resampled from the encoder's probabilities each step.
-        "bernoulli": {"kwargs": {"parameterization": "residual", "timesteps": 256, "default_steps": 64},
+        # 16 sampling steps of T = 64, codes resampled from the encoder's probabilities each step.
+        "bernoulli": {"kwargs": {"parameterization": "residual", "timesteps": 64, "default_steps": 16},
                       "resample": True},
         # absorbing: the reweighted (1 - t/T) loss of Bond-Taylor et al., which trained better here
         # than the plain ELBO weighting at equal steps (see tests/test_absorbing.py notes); T steps.
@@ -68,7 +70,10 @@ PRESETS = {
                                       "resample": True},
                         "absorbing": {"kwargs": {"loss_weighting": "reweighted", "timesteps": 32}, "resample": True},
                         "autoregressive": {"kwargs": {}, "resample": True}}),
-    "cpu": Preset(name="cpu"),
+    # Fashion-MNIST at 16x16 (4x4 positions x 32 bits): the 28x28 grid has 49 positions, which makes
+    # each prior step ~3x dearer (0.29 vs 0.10 s at batch 128 on 2 cores) and the 16 prior trainings of
+    # all runners together would not fit 90 minutes. Budget: 1,500 steps per autoencoder and prior.
+    "cpu": Preset(name="cpu", dataset="fashion-mnist", ae_steps=1500, prior_steps=1500, nll_codes=2000),
     "paper": Preset(name="paper", dataset="image-folder", size=256, ae_preset="paper", ae_steps=400_000, ae_batch=32,
                     ae_lr=1e-4, bits=32, net="paper", prior_steps=500_000, prior_batch=256, prior_lr=1e-4,
                     num_samples=50_000),
@@ -80,6 +85,22 @@ def get_preset(name: str, **overrides) -> Preset:
         raise ValueError(f"unknown preset {name!r}, expected one of {sorted(PRESETS)}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
     return replace(PRESETS[name], **overrides)
+
+
+def with_available_data(preset: Preset, *, data_dir=None) -> Preset:
+    """The preset itself, or — when it asks for Fashion-MNIST and the files are not installed —
+    the same preset on digits, with a warning (results then carry the digits config hash)."""
+    if preset.dataset != "fashion-mnist":
+        return preset
+    from discrete_priors.data import load_dataset
+
+    try:
+        load_dataset("fashion-mnist", split="test", size=preset.size, data_dir=data_dir)
+    except FileNotFoundError as err:
+        warn_fallback(f"preset {preset.name!r}: Fashion-MNIST is not available ({err}); falling back to the "
+                      "digits dataset. Install it with `apt-get install dataset-fashion-mnist` or pass --data-dir.")
+        return replace(preset, dataset="digits")
+    return preset
 
 
 def train_config(*, steps: int, batch: int, lr: float, seed: int, ema_decay: float = 0.999) -> dict:
@@ -114,18 +135,35 @@ def ensure_latents(preset: Preset, out: Path, *, ae_dir: Path, name: str, seed: 
     return latents
 
 
-class BinaryLatents(NamedTuple):
-    name: str  # "binary-c<bits>": the name the autoencoder, cache and prior folders carry
+def latent_config(name: str) -> dict:
+    """Latent config of a format name: ``binary-c<bits>``, ``vq-K<codebook size>`` (dim 8) or
+    ``continuous-d<dim>`` — the names of autoencoder and cache folders, shared by every runner."""
+    kind, _, size = name.rpartition("-")
+    prefixes = {"binary": "c", "vq": "K", "continuous": "d"}
+    if kind not in prefixes or not size.startswith(prefixes[kind]) or not size[1:].isdigit() or int(size[1:]) < 1:
+        raise ValueError(f"unknown latent format {name!r}, expected binary-c<bits>, vq-K<codebook size> or "
+                         "continuous-d<dim> (e.g. binary-c32, vq-K256, continuous-d8)")
+    value = int(size[1:])
+    return {"binary": {"kind": "binary", "bits": value}, "vq": {"kind": "vq", "codebook_size": value, "dim": 8},
+            "continuous": {"kind": "continuous", "dim": value}}[kind]
+
+
+class SharedLatents(NamedTuple):
+    name: str  # e.g. "binary-c32": the name the autoencoder, cache and prior folders carry
     ae_dir: Path
     latents: Path
 
 
-def shared_binary_latents(preset: Preset, out: Path, *, seed: int, data_dir=None) -> BinaryLatents:
-    """The one binary autoencoder and latent cache the prior comparisons share (trained once)."""
-    name = f"binary-c{preset.bits}"
-    ae_dir = ensure_autoencoder(preset, out, latent={"kind": "binary", "bits": preset.bits}, name=name, seed=seed,
-                                data_dir=data_dir)
-    return BinaryLatents(name, ae_dir, ensure_latents(preset, out, ae_dir=ae_dir, name=name, seed=seed, data_dir=data_dir))
+def shared_latents(preset: Preset, out: Path, *, name: str, seed: int, data_dir=None) -> SharedLatents:
+    """An autoencoder (shared with the reconstruction runner by ``name``) and its latent cache,
+    each trained / written once per experiment directory."""
+    ae_dir = ensure_autoencoder(preset, out, latent=latent_config(name), name=name, seed=seed, data_dir=data_dir)
+    return SharedLatents(name, ae_dir, ensure_latents(preset, out, ae_dir=ae_dir, name=name, seed=seed, data_dir=data_dir))
+
+
+def shared_binary_latents(preset: Preset, out: Path, *, seed: int, data_dir=None) -> SharedLatents:
+    """The one binary autoencoder and latent cache the prior comparisons share."""
+    return shared_latents(preset, out, name=f"binary-c{preset.bits}", seed=seed, data_dir=data_dir)
 
 
 def ensure_prior(preset: Preset, out: Path, *, latents: Path, prior: str, variant: str, seed: int,
@@ -133,10 +171,14 @@ def ensure_prior(preset: Preset, out: Path, *, latents: Path, prior: str, varian
     recipe = preset.prior_recipes[prior]
     run = out / "priors" / f"{variant.replace('/', '_')}-seed{seed}"
     kwargs = {"preset": preset.net} | recipe["kwargs"] | (extra_kwargs or {})
+    # resampling draws binary codes from the encoder's Bernoulli probabilities; VQ tokens are one argmin
+    from discrete_priors.data import load_latent_cache
+
+    resample = recipe["resample"] and load_latent_cache(latents / "test.safetensors").spec.kind == "binary"
     pipeline.train_prior(out=run, latents_dir=latents, prior=prior, prior_kwargs=kwargs,
                          train_config=train_config(steps=preset.prior_steps, batch=preset.prior_batch,
                                                    lr=preset.prior_lr, seed=seed),
-                         resample=recipe["resample"])
+                         resample=resample)
     return run
 
 
@@ -160,9 +202,35 @@ def done(out: Path, *, preset: Preset, experiment: str, variant: str, seed: int)
     return has_cell(out / "results.csv", experiment=experiment, variant=variant, seed=seed, config_hash=preset.hash())
 
 
+TIMING_COLUMNS = ("runner", "preset", "config_hash", "seconds", "machine", "timestamp")
+
+
+def log_timing(out: Path, *, runner: str, seconds: float, preset: Preset) -> None:
+    """Append one line to ``<out>/timings.csv``: the wall time of one runner invocation (a rerun
+    that finds everything cached logs its own, short, line). The report states the budget from it."""
+    import csv
+    import io
+    import time
+
+    from discrete_priors.io import atomic_path
+    from discrete_priors.results import machine
+
+    path = Path(out) / "timings.csv"
+    old = path.read_text() if path.exists() else ""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    if not old:
+        writer.writerow(TIMING_COLUMNS)
+    writer.writerow([runner, preset.name, preset.hash(), f"{seconds:.1f}", machine(), time.strftime("%Y-%m-%dT%H:%M:%S")])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(old + buffer.getvalue())
+
+
 def warn_fallback(message: str) -> None:
     warnings.warn(message, stacklevel=2)
 
 
 __all__ = ["PRESETS", "Preset", "done", "ensure_autoencoder", "ensure_latents", "ensure_prior", "extractor_for",
-           "get_preset", "read_json", "record", "train_config", "warn_fallback"]
+           "get_preset", "latent_config", "log_timing", "read_json", "record", "shared_binary_latents",
+           "shared_latents", "train_config", "warn_fallback", "with_available_data"]

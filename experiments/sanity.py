@@ -17,15 +17,17 @@ from discrete_priors import metrics, pipeline
 from discrete_priors.data import load_dataset
 from experiments.common import Preset, done, ensure_autoencoder, extractor_for, record
 
+# Setups for a dataset the preset itself does not use: digits at 16x16 (4x4 positions),
 # Fashion-MNIST at its native 28x28 with the cpu-fashion backbone (7x7 positions).
-FASHION = {"dataset": "fashion-mnist", "size": 28, "ae_preset": "cpu-fashion"}
+SETUPS = {"digits": {"dataset": "digits", "size": 16, "ae_preset": "cpu-digits"},
+          "fashion-mnist": {"dataset": "fashion-mnist", "size": 28, "ae_preset": "cpu-fashion"}}
 
 
 def run(preset: Preset, out: Path, *, data_dir=None, datasets=("digits", "fashion-mnist"), progress=None) -> None:
     for dataset in datasets:
-        setup = preset if dataset == preset.dataset else replace(preset, **FASHION) if dataset == "fashion-mnist" else None
-        if setup is None:
-            raise ValueError(f"sanity: no setup for dataset {dataset!r}")
+        if dataset != preset.dataset and dataset not in SETUPS:
+            raise ValueError(f"sanity: no setup for dataset {dataset!r}, expected one of {sorted(SETUPS)}")
+        setup = preset if dataset == preset.dataset else replace(preset, **SETUPS[dataset])
         # the preset's own dataset shares the other runners' autoencoder; another gets a sub-folder
         runs = Path(out) if dataset == preset.dataset else Path(out) / dataset
         run_dataset(setup, Path(out), runs=runs, data_dir=data_dir)

@@ -181,6 +181,27 @@ def test_loss_targets(parameterization, balance):
     assert (t >= 1).all() and (t <= 10).all() and len(t.unique()) > 1
 
 
+@pytest.mark.parametrize("vlb_weight", [0.01, 0.1, 1.0])
+def test_direct_vlb_term_only_rescales_the_gradient(vlb_weight):
+    """For the direct target the VLB term is the target BCE minus the posterior's entropy, so
+    L(λ) = (1 + λ) L(0) − λ H: the gradient is exactly (1 + λ) × the λ = 0 gradient (the ablation
+    runner trains one direct model for every λ on this identity)."""
+    z0 = random_codes(128)
+    grads, losses = {}, {}
+    for lam in (0.0, vlb_weight):
+        prior, _ = make_prior(parameterization="direct", vlb_weight=lam)
+        out = prior.loss(z0, generator=torch.Generator().manual_seed(3))
+        out.loss.backward()
+        grads[lam] = torch.cat([p.grad.flatten() for p in prior.net.parameters() if p.grad is not None])
+        losses[lam] = out
+    assert torch.allclose(grads[vlb_weight], (1 + vlb_weight) * grads[0.0], rtol=1e-5, atol=1e-7)
+    assert grads[0.0].abs().max() > 1e-3  # the identity is not 0 = 0
+    entropy_gap = losses[0.0].terms["target"] - losses[0.0].terms["vlb"]  # mean posterior entropy, >= 0
+    assert entropy_gap >= 0
+    assert torch.allclose(losses[vlb_weight].loss, (1 + vlb_weight) * losses[0.0].loss - vlb_weight * entropy_gap,
+                          atol=1e-6)
+
+
 def test_labels_dropped_per_sample_only_in_training():
     prior, spy = make_prior(num_classes=4, cond_drop_prob=0.1)
     labels = torch.arange(4).repeat(500)

@@ -51,7 +51,8 @@ def expected_cells(smoke) -> dict[str, dict[str, set[str]]]:
     ablation_variants += ["final=threshold", "final=sample", "schedule=linear", "schedule=cosine"]
     return {
         "samplers": {v: quality | {"nll_bits_per_bit", "samples_per_s", "params"}
-                     for v in ("bernoulli", "absorbing", "autoregressive")} | {"real": quality},
+                     for v in ("bernoulli", "absorbing", "autoregressive", "absorbing/latents=vq-K256",
+                               "autoregressive/latents=vq-K256")} | {"real": quality},
         "steps": {f"{p}/S={s}": quality | {"samples_per_s"}
                   for p in ("bernoulli", "absorbing") for s in (4, 8, 16, 32)},
         "efficiency": {f"{p}/bs={b}": speed for p in ("bernoulli", "absorbing", "autoregressive") for b in (1, 16, 64)},
@@ -62,9 +63,10 @@ def expected_cells(smoke) -> dict[str, dict[str, set[str]]]:
 def test_smoke_preset_grids_are_what_the_runners_promise(smoke):
     assert steps.step_counts(smoke, "bernoulli") == [4, 8, 16, 32]
     assert efficiency.batch_sizes(smoke) == [1, 16, 64]
-    # 3 targets x 2 λ + class-balanced + cosine: the number of Bernoulli trainings of the ablation
-    assert len(ablation.models(smoke)) == 8
-    assert len(ablation.models(common.get_preset("cpu"))) == 14
+    # direct (one model for every λ) + 2 targets x 2 λ + class-balanced + cosine; the baseline
+    # (residual, λ = 0) among them is the samplers runner's prior
+    assert len(ablation.models(smoke)) == 7
+    assert len(ablation.models(common.get_preset("cpu"))) == 11
 
 
 @pytest.mark.parametrize("experiment", list(RUNNERS))
@@ -82,10 +84,12 @@ def test_runner_writes_every_variant_and_metric_finite(experiment_dir, smoke, ex
 
 def test_steps_and_efficiency_reuse_the_samplers_priors(experiment_dir):
     priors = sorted(p.name for p in (experiment_dir / "priors").iterdir())
-    # the three samplers priors + 8 ablation models, nothing trained for steps or efficiency
-    assert sum(p.startswith("samplers-") for p in priors) == 3
-    assert sum(p.startswith("ablation-") for p in priors) == 8
+    # three priors on binary codes + two on VQ tokens, 7 ablation models less the baseline (the
+    # samplers' Bernoulli prior); nothing trained for steps or efficiency
+    assert sum(p.startswith("samplers-") for p in priors) == 5
+    assert sum(p.startswith("ablation-") for p in priors) == 6
     assert len(priors) == 11
+    assert sorted(p.name for p in (experiment_dir / "ae").iterdir()) == ["binary-c32-seed0", "vq-K256-seed0"]
 
 
 def test_efficiency_rows_count_network_evaluations_of_each_recipe(experiment_dir, smoke):
@@ -104,6 +108,8 @@ def test_ablation_samples_every_variant_with_all_T_steps(experiment_dir, smoke):
     fd = df[(df["experiment"] == "ablation") & (df["metric"] == "fd")].set_index("variant")["value"]
     same = ["target=residual/vlb=0", "reverse=mixture/balance=none", "final=threshold", "schedule=linear"]
     assert fd[same].nunique() == 1
+    assert fd[["target=direct/vlb=0", "target=direct/vlb=0.1"]].nunique() == 1  # one model: the loss differs in scale
+    assert fd[["target=direct/vlb=0", "target=x0/vlb=0", "target=residual/vlb=0"]].nunique() == 3
     for run in (experiment_dir / "priors").glob("ablation-*"):
         config = read_json(sorted((run / "checkpoints").glob("step_*"))[-1] / "model_config.json")
         assert config["default_steps"] == config["timesteps"] == 32, run.name
@@ -162,3 +168,25 @@ def test_paper_preset_runs_one_step_on_an_image_folder(tmp_path, monkeypatch):
     assert set(df["variant"]) == {"bernoulli/bs=1"}
     values = df.set_index("metric")["value"]
     assert values["nfe_per_sample"] == 2 and values["params"] > 150e6 and values["samples_per_s"] > 0
+
+
+def test_latent_format_names_parse_and_bad_names_are_refused():
+    assert common.latent_config("binary-c8") == {"kind": "binary", "bits": 8}
+    assert common.latent_config("vq-K1024") == {"kind": "vq", "codebook_size": 1024, "dim": 8}
+    assert common.latent_config("continuous-d4") == {"kind": "continuous", "dim": 4}
+    for bad in ("binary-8", "vq-c256", "gauss-d8", "binary-c0", "binary-cx"):
+        with pytest.raises(ValueError, match="unknown latent format"):
+            common.latent_config(bad)
+
+
+def test_cpu_preset_falls_back_to_digits_with_a_warning_when_fashion_mnist_is_missing(tmp_path, monkeypatch):
+    from discrete_priors.data import datasets
+
+    monkeypatch.setattr(datasets, "SYSTEM_FASHION_MNIST_DIRS", (str(tmp_path / "nowhere"),))
+    monkeypatch.delenv(datasets.DATA_ENV_VAR, raising=False)
+    cpu = common.get_preset("cpu")
+    assert cpu.dataset == "fashion-mnist"
+    with pytest.warns(UserWarning, match="falling back to the digits"):
+        fallback = common.with_available_data(cpu, data_dir=tmp_path / "empty")
+    assert fallback.dataset == "digits" and fallback.size == 16 and fallback.hash() != cpu.hash()
+    assert common.with_available_data(fallback) is fallback
