@@ -41,7 +41,11 @@ SECTIONS = {  # experiment -> (title, metrics in preferred order, plot)
                    plots.speed_bars),
     "steps": ("Quality vs sampling steps (paper Figure 7)", ["fd"], plots.steps_curve),
     "ablation": ("Ablations (paper Table 7 and implicit choices)", ["fd", "recall"], plots.ablation_bars),
+    "figures": ("Temperature, guidance and inpainting (numbers behind paper Figures 4, 6, 8)",
+                ["fd", "precision", "recall", "class_accuracy"], None),
 }
+PRESET_KEYS = ("name", "dataset", "size", "ae_preset", "ae_steps", "bits", "vq_codebook", "net", "prior_steps",
+               "prior_batch", "num_samples", "nll_codes", "seeds")
 
 
 class Claim(NamedTuple):
@@ -248,6 +252,31 @@ def _header_lines(df: pd.DataFrame, results_csv: Path, budget_note: str) -> list
     return lines + [""]
 
 
+def budget_lines(results_dir: Path) -> list[str]:
+    """The preset (``preset.json``) and wall time of every runner invocation (``timings.csv``) that
+    ``python -m experiments`` leaves beside the results CSV; empty when they are absent."""
+    lines = []
+    preset = results_dir / "preset.json"
+    if preset.is_file():
+        import json
+
+        config = json.loads(preset.read_text())
+        lines += ["Preset: " + ", ".join(f"{k} = {config[k]}" for k in PRESET_KEYS if k in config)
+                  + f" (config hash {config.get('hash', '?')}).", ""]
+    timings = results_dir / "timings.csv"
+    if timings.is_file():
+        runs = pd.read_csv(timings)
+        lines += ["Wall time per runner (every invocation, from `timings.csv`; a rerun that finds its cells "
+                  "cached logs its own short line):", "",
+                  "| runner | invocations | total min | first min | last min | machine |", "| :-- | --: | --: | --: | --: | :-- |"]
+        for runner, rows in runs.groupby("runner", sort=False):
+            seconds = rows["seconds"]
+            lines.append(f"| {runner} | {len(rows)} | {seconds.sum() / 60:.1f} | {seconds.iloc[0] / 60:.1f} | "
+                         f"{seconds.iloc[-1] / 60:.1f} | {_joined(rows['machine'])} |")
+        lines += [f"| **all** | {len(runs)} | **{runs['seconds'].sum() / 60:.1f}** | | | |", ""]
+    return lines
+
+
 def _experiment_lines(df: pd.DataFrame, experiment: str, out_dir: Path) -> list[str]:
     title, preferred, plot = SECTIONS.get(experiment, (f"Experiment `{experiment}`", [], None))
     rows = df[df["experiment"] == experiment]
@@ -293,6 +322,7 @@ def write_report(results_csv: str | Path, out_dir: str | Path, *, samples_dir: s
     results_csv, out_dir = Path(results_csv), Path(out_dir)
     df = load_results(results_csv)
     out_dir.mkdir(parents=True, exist_ok=True)
+    budget_note = "\n".join([budget_note, *budget_lines(results_csv.parent)])
     lines = _header_lines(df, results_csv, budget_note) + _claims_markdown(evaluate_claims(df))
     experiments = list(dict.fromkeys(df["experiment"]))
     order = [e for e in SECTIONS if e in experiments] + [e for e in experiments if e not in SECTIONS]

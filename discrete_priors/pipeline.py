@@ -257,13 +257,18 @@ class Samples(NamedTuple):
 def sample_images(ae, prior, n: int, *, batch_size: int = 256, seed: int = 0, labels: torch.Tensor | None = None,
                   progress: bool | None = None, **sample_kwargs) -> Samples:
     """Draw n codes from the prior in batches (one generator, so the result is a function of the
-    seed and the batch size) and decode them to images."""
+    seed and the batch size) and decode them to images. Per-sample inpainting inputs
+    (``known_codes`` and an ``inpaint_mask`` of the same batch size) are split along with the batches."""
     device = next(prior.parameters()).device
     generator = torch.Generator(device).manual_seed(seed)
     codes = []
     for start in tqdm(range(0, n, batch_size), desc="sample", disable=not progress_enabled(progress), leave=False):
         m = min(batch_size, n - start)
         batch_labels = None if labels is None else labels[start:start + m].to(device)
-        codes.append(prior.sample(m, labels=batch_labels, generator=generator, **sample_kwargs).cpu())
+        kwargs = dict(sample_kwargs)
+        if kwargs.get("known_codes") is not None:
+            kwargs["known_codes"] = kwargs["known_codes"][start:start + m].to(device)
+            kwargs["inpaint_mask"] = kwargs["inpaint_mask"][start:start + m].to(device)
+        codes.append(prior.sample(m, labels=batch_labels, generator=generator, **kwargs).cpu())
     codes = torch.cat(codes)
     return Samples(codes, decode_codes(ae, codes), labels)

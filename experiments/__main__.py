@@ -1,6 +1,6 @@
 """``python -m experiments <name> --preset P --out DIR [overrides]``: run one comparison.
 
-Runners: reconstruction (Table 4), samplers (Table 5), efficiency (Table 6), steps (Figure 7), ablation (Table 7), sanity (metric scale: real, reconstructions, random codes). Presets: smoke (tiny, about a minute), cpu (Fashion-MNIST at 16x16, digits if it is not installed), paper
+Runners: reconstruction (Table 4), samplers (Table 5), efficiency (Table 6), steps (Figure 7), ablation (Table 7), figures (Figures 4, 6, 8 and reconstructions), sanity (metric scale: real, reconstructions, random codes). Presets: smoke (tiny, about a minute), cpu (Fashion-MNIST at 16x16, digits if it is not installed), paper
 (GPU scale; needs --data-dir with an image folder). Reruns skip finished cells and resume training.
 """
 
@@ -13,12 +13,15 @@ from pathlib import Path
 
 RUNNERS = {"samplers": "experiments.samplers", "steps": "experiments.steps", "efficiency": "experiments.efficiency",
            "ablation": "experiments.ablation", "sanity": "experiments.sanity",
-           "reconstruction": "experiments.reconstruction"}
+           "reconstruction": "experiments.reconstruction", "figures": "experiments.figures"}
 # `all`: every comparison of the paper, cheapest shared stages first (make reproduce runs this)
-ALL = ("reconstruction", "samplers", "efficiency", "steps", "ablation")
+ALL = ("reconstruction", "samplers", "efficiency", "steps", "ablation", "figures")
 
 
 def main(argv=None) -> int:
+    from dataclasses import asdict
+
+    from discrete_priors.io import write_json
     from experiments.common import PRESETS, get_preset, log_timing, with_available_data
 
     parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__,
@@ -41,6 +44,7 @@ def main(argv=None) -> int:
                             prior_steps=min(preset.prior_steps, args.max_steps))
     preset = with_available_data(preset, data_dir=args.data_dir)
     out = Path(args.out)
+    write_json(out / "preset.json", asdict(preset) | {"hash": preset.hash()})  # the scale, for the report
     for name in ALL if args.name == "all" else (args.name,):
         start = time.perf_counter()
         importlib.import_module(RUNNERS[name]).run(preset, out, data_dir=args.data_dir)

@@ -167,7 +167,7 @@ def shared_binary_latents(preset: Preset, out: Path, *, seed: int, data_dir=None
 
 
 def ensure_prior(preset: Preset, out: Path, *, latents: Path, prior: str, variant: str, seed: int,
-                 extra_kwargs: dict | None = None) -> Path:
+                 extra_kwargs: dict | None = None, class_conditional: bool = False) -> Path:
     recipe = preset.prior_recipes[prior]
     run = out / "priors" / f"{variant.replace('/', '_')}-seed{seed}"
     kwargs = {"preset": preset.net} | recipe["kwargs"] | (extra_kwargs or {})
@@ -178,7 +178,7 @@ def ensure_prior(preset: Preset, out: Path, *, latents: Path, prior: str, varian
     pipeline.train_prior(out=run, latents_dir=latents, prior=prior, prior_kwargs=kwargs,
                          train_config=train_config(steps=preset.prior_steps, batch=preset.prior_batch,
                                                    lr=preset.prior_lr, seed=seed),
-                         resample=resample)
+                         resample=resample, class_conditional=class_conditional)
     return run
 
 

@@ -14,18 +14,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 import pandas as pd
 import pytest
 from PIL import Image
 
 from analysis.__main__ import main as analysis_main
 from discrete_priors.io import read_json
-from experiments import ablation, common, efficiency, samplers, steps
+from experiments import ablation, common, efficiency, figures, samplers, steps
 from experiments.__main__ import main as experiments_main
 
 pytestmark = pytest.mark.slow
 
-RUNNERS = {"samplers": samplers, "steps": steps, "efficiency": efficiency, "ablation": ablation}
+RUNNERS = {"samplers": samplers, "steps": steps, "efficiency": efficiency, "ablation": ablation, "figures": figures}
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,9 @@ def expected_cells(smoke) -> dict[str, dict[str, set[str]]]:
                   for p in ("bernoulli", "absorbing") for s in (4, 8, 16, 32)},
         "efficiency": {f"{p}/bs={b}": speed for p in ("bernoulli", "absorbing", "autoregressive") for b in (1, 16, 64)},
         "ablation": {v: quality for v in ablation_variants},
+        "figures": {f"temperature/tau={t}": quality for t in ("0.6", "0.8", "0.9", "1")}
+                   | {f"class-conditional/w={w}": quality | {"class_accuracy"} for w in ("0", "1", "3")}
+                   | {f"inpainting/{p}": quality for p in ("bernoulli", "absorbing", "autoregressive")},
     }
 
 
@@ -85,10 +89,13 @@ def test_runner_writes_every_variant_and_metric_finite(experiment_dir, smoke, ex
 def test_steps_and_efficiency_reuse_the_samplers_priors(experiment_dir):
     priors = sorted(p.name for p in (experiment_dir / "priors").iterdir())
     # three priors on binary codes + two on VQ tokens, 7 ablation models less the baseline (the
-    # samplers' Bernoulli prior); nothing trained for steps or efficiency
+    # samplers' Bernoulli prior), the class-conditional prior of the figures; nothing for steps or efficiency
     assert sum(p.startswith("samplers-") for p in priors) == 5
     assert sum(p.startswith("ablation-") for p in priors) == 6
-    assert len(priors) == 11
+    assert "figures-bernoulli-cond-binary-c32-seed0" in priors
+    assert len(priors) == 12
+    grids = sorted(p.name for p in (experiment_dir / "samples" / "figures").iterdir())
+    assert grids == [f"{g}-seed0.png" for g in ("class_conditional", "inpainting", "reconstruction", "temperature")]
     assert sorted(p.name for p in (experiment_dir / "ae").iterdir()) == ["binary-c32-seed0", "vq-K256-seed0"]
 
 
@@ -136,7 +143,7 @@ def test_analysis_report_mentions_every_experiment(experiment_dir, tmp_path):
     for title in ("paper Table 5", "paper Table 6", "paper Figure 7", "paper Table 7"):
         assert title in report
     assert "No rows for: `reconstruction`" in report  # the only experiment not run here
-    for experiment in ("samplers", "steps", "efficiency", "ablation"):
+    for experiment in ("samplers", "steps", "efficiency", "ablation", "figures"):
         assert (tmp_path / "tables" / f"{experiment}.md").exists()
 
 
@@ -190,3 +197,21 @@ def test_cpu_preset_falls_back_to_digits_with_a_warning_when_fashion_mnist_is_mi
         fallback = common.with_available_data(cpu, data_dir=tmp_path / "empty")
     assert fallback.dataset == "digits" and fallback.size == 16 and fallback.hash() != cpu.hash()
     assert common.with_available_data(fallback) is fallback
+
+
+def test_inpainting_keeps_the_known_half_across_sampling_batches(experiment_dir, smoke):
+    """pipeline.sample_images splits known codes and mask with its batches: every completion keeps
+    the top half of the real code it was given, the bottom half is drawn anew."""
+    from discrete_priors import pipeline
+    from discrete_priors.data import load_latent_cache
+
+    ae = pipeline.load_autoencoder(experiment_dir / "ae" / "binary-c32-seed0")
+    known = load_latent_cache(experiment_dir / "latents" / "binary-c32-seed0" / "test.safetensors").codes[:10]
+    mask = figures.top_half_mask(ae.code_spec, len(known))
+    assert mask.shape == (10, 16) and mask[0, :8].all() and not mask[0, 8:].any()
+    for name in figures.INPAINT_PRIORS:
+        prior = pipeline.load_prior(experiment_dir / "priors" / f"samplers-{name}-binary-c32-seed0")
+        codes = pipeline.sample_images(ae, prior, len(known), batch_size=4, seed=1, inpaint_mask=mask,
+                                       known_codes=known).codes
+        assert torch.equal(codes[mask], known[mask]), name
+        assert not torch.equal(codes[~mask], known[~mask]), name  # 8 positions x 32 bits redrawn

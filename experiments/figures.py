@@ -1,0 +1,125 @@
+"""The paper's qualitative figures, each with the numbers behind it.
+
+All on the samplers runner's binary latents and priors (trained once, shared by name), written as
+PNG grids under ``<out>/samples/figures/`` (the report links every grid there):
+
+* ``temperature.png`` (Fig. 4): Bernoulli diffusion at τ ∈ :data:`TEMPERATURES`, one row of
+  samples per τ drawn with the same seed. Rows ``temperature/tau=<τ>``: fd, precision, recall of
+  ``num_samples`` samples at the recipe's default steps.
+* ``class_conditional.png`` (Fig. 6): a class-conditional Bernoulli prior (the samplers recipe
+  plus labels, dropped with probability 0.1 per sample for classifier-free guidance) at guidance
+  w ∈ :data:`GUIDANCE`; one block per w, one column per class. Rows
+  ``class-conditional/w=<w>``: fd, precision, recall and ``class_accuracy`` — the fraction of
+  samples the feature classifier assigns to the class they were drawn for.
+* ``inpainting.png`` (Fig. 8): the top half of the latent grid of real test codes is kept and
+  each prior fills the bottom half (known codes re-imposed every step). Grid rows: the real
+  images, then each prior's completions. Rows ``inpainting/<prior>``: fd, precision, recall of
+  ``num_samples`` completions against the test split (their top halves are real).
+* ``reconstruction.png``: test images, then their reconstructions by each autoencoder of
+  :data:`experiments.reconstruction.LATENTS` that has been trained (in that order; nothing is
+  trained for this grid), then by the shared binary one if it is not among them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from discrete_priors import evaluate, pipeline
+from discrete_priors.data import load_dataset, load_latent_cache
+from discrete_priors.images import save_grid
+from experiments import reconstruction
+from experiments.common import (Preset, done, ensure_prior, extractor_for, record,
+                                shared_binary_latents, warn_fallback)
+
+TEMPERATURES = (0.6, 0.8, 0.9, 1.0)
+GUIDANCE = (0.0, 1.0, 3.0)
+INPAINT_PRIORS = ("bernoulli", "absorbing", "autoregressive")
+METRICS = ("fd", "precision", "recall")
+PER_ROW = 10  # images per grid row
+
+
+def top_half_mask(spec, n: int) -> torch.Tensor:
+    """(n, N) bool: True on the positions of the top half of the latent grid (raster order)."""
+    rows, cols = spec.grid
+    known = torch.arange(rows).repeat_interleave(cols) < rows // 2
+    return known.expand(n, -1).clone()
+
+
+def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = None) -> None:
+    out = Path(out)
+    figures = out / "samples" / "figures"
+    extractor = extractor_for(preset, out, data_dir=data_dir)
+    train = load_dataset(preset.dataset, split="train", size=preset.size, data_dir=data_dir).images
+    test = load_dataset(preset.dataset, split="test", size=preset.size, data_dir=data_dir).images
+    quality_of = evaluate.SampleScorer(extractor, reference=test, train=train)
+    n = preset.num_samples
+
+    def score(variant: str, seed: int, images: torch.Tensor, extra: dict | None = None) -> None:
+        quality = quality_of(images)
+        values = {k: quality[k] for k in METRICS} | (extra or {})
+        record(out, experiment="figures", variant=variant, seed=seed, values=values, extractor=extractor.name,
+               num_samples=len(images), preset=preset)
+
+    for seed in preset.seeds:
+        latent_name, ae_dir, latents = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
+        ae = pipeline.load_autoencoder(ae_dir)
+
+        def samplers_prior(name: str, *, class_conditional: bool = False):
+            variant = f"samplers-{name}-{latent_name}" if not class_conditional else f"figures-{name}-cond-{latent_name}"
+            return pipeline.load_prior(ensure_prior(preset, out, latents=latents, prior=name, variant=variant, seed=seed,
+                                                    class_conditional=class_conditional))
+
+        # Fig. 4: temperature sweep
+        cells = [f"temperature/tau={tau:g}" for tau in TEMPERATURES]
+        if not all(done(out, preset=preset, experiment="figures", variant=c, seed=seed) for c in cells):
+            prior, rows = samplers_prior("bernoulli"), []
+            for cell, tau in zip(cells, TEMPERATURES):
+                samples = pipeline.sample_images(ae, prior, n, seed=seed, temperature=tau, progress=progress)
+                rows.append(samples.images[:PER_ROW])
+                if not done(out, preset=preset, experiment="figures", variant=cell, seed=seed):
+                    score(cell, seed, samples.images)
+            save_grid(torch.cat(rows), figures / f"temperature-seed{seed}.png", nrow=PER_ROW, scale=2)
+
+        # Fig. 6: class-conditional samples with classifier-free guidance
+        cells = [f"class-conditional/w={w:g}" for w in GUIDANCE]
+        if load_latent_cache(latents / "test.safetensors").labels is None:
+            warn_fallback(f"figures: the {preset.dataset} latents have no labels; no class-conditional figure")
+        elif not all(done(out, preset=preset, experiment="figures", variant=c, seed=seed) for c in cells):
+            prior, blocks = samplers_prior("bernoulli", class_conditional=True), []
+            labels = torch.arange(n) % prior.num_classes
+            for cell, w in zip(cells, GUIDANCE):
+                samples = pipeline.sample_images(ae, prior, n, seed=seed, labels=labels, guidance=w, progress=progress)
+                blocks.append(samples.images[:3 * prior.num_classes])  # three rows: one column per class
+                if not done(out, preset=preset, experiment="figures", variant=cell, seed=seed):
+                    extra = {}
+                    if hasattr(extractor, "predict"):  # classifier features (Inception has no dataset classes)
+                        extra["class_accuracy"] = (extractor.predict(samples.images) == labels).double().mean().item()
+                    score(cell, seed, samples.images, extra)
+            save_grid(torch.cat(blocks), figures / f"class_conditional-seed{seed}.png", nrow=prior.num_classes,
+                      scale=2)
+
+        # Fig. 8: inpainting the bottom half of real test codes
+        cells = [f"inpainting/{name}" for name in INPAINT_PRIORS]
+        if not all(done(out, preset=preset, experiment="figures", variant=c, seed=seed) for c in cells):
+            known = load_latent_cache(latents / "test.safetensors").codes[:n]
+            mask = top_half_mask(ae.code_spec, len(known))
+            rows = [test[:PER_ROW]]
+            for cell, name in zip(cells, INPAINT_PRIORS):
+                samples = pipeline.sample_images(ae, samplers_prior(name), len(known), seed=seed, progress=progress,
+                                                 inpaint_mask=mask, known_codes=known)
+                rows.append(samples.images[:PER_ROW])
+                if not done(out, preset=preset, experiment="figures", variant=cell, seed=seed):
+                    score(cell, seed, samples.images)
+            save_grid(torch.cat(rows), figures / f"inpainting-seed{seed}.png", nrow=PER_ROW, scale=2)
+
+        # reconstruction examples: one row per latent format
+        path = figures / f"reconstruction-seed{seed}.png"
+        if not path.exists():
+            rows = [test[:PER_ROW]]
+            names = [name for name in reconstruction.LATENTS if (out / "ae" / f"{name}-seed{seed}" / "checkpoints").is_dir()]
+            for name in names + [latent_name] * (latent_name not in names):
+                fmt = pipeline.load_autoencoder(out / "ae" / f"{name}-seed{seed}")
+                rows.append(pipeline.decode_codes(fmt, pipeline.encode_images(fmt, test[:PER_ROW]).codes))
+            save_grid(torch.cat(rows), path, nrow=PER_ROW, scale=2)
