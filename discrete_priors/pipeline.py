@@ -51,18 +51,20 @@ def latest_checkpoint(run_dir: str | Path) -> Path:
     return Path(ckpt)
 
 
-def load_autoencoder(run_dir: str | Path, *, ema: bool = True, device: str | torch.device = "cpu"):
-    """Rebuild an autoencoder from its JSON config and load its (EMA) safetensors weights."""
+def load_autoencoder(run_dir: str | Path, *, ema: bool = True, device: str | torch.device = "auto"):
+    """Rebuild an autoencoder from its JSON config and load its (EMA) safetensors weights, on
+    ``device`` ("auto": CUDA when present, else the CPU)."""
     from discrete_priors.autoencoder import Autoencoder
     from discrete_priors.training import load_model_weights
 
     ckpt = latest_checkpoint(run_dir)
     model = Autoencoder(**read_json(ckpt / "model_config.json"))
     load_model_weights(model, ckpt, ema=ema)
-    return model.to(device).eval()
+    return model.to(resolve_device(device) if isinstance(device, str) else device).eval()
 
 
-def load_prior(run_dir: str | Path, *, ema: bool = True, device: str | torch.device = "cpu"):
+def load_prior(run_dir: str | Path, *, ema: bool = True, device: str | torch.device = "auto"):
+    """Rebuild a prior from its JSON config and load its (EMA) weights, on ``device`` (as above)."""
     from discrete_priors.priors import prior_from_config
     from discrete_priors.training import load_model_weights
 
@@ -71,7 +73,7 @@ def load_prior(run_dir: str | Path, *, ema: bool = True, device: str | torch.dev
     config.setdefault("name", read_json(Path(run_dir) / "prior.json")["name"])
     model = prior_from_config(config)
     load_model_weights(model, ckpt, ema=ema)
-    return model.to(device).eval()
+    return model.to(resolve_device(device) if isinstance(device, str) else device).eval()
 
 
 def autoencoder_fingerprint(run_dir: str | Path) -> str:

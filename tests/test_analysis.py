@@ -173,7 +173,22 @@ def test_claims_not_measured_when_rows_are_absent(tmp_path):
     report = write_report(write_csv(tmp_path / "r.csv", only_efficiency), tmp_path / "out")
     text = report.read_text()
     assert verdicts(text) == {i: "not measured" for i in (1, 2, 3, 4)}
-    assert "No rows for: `reconstruction`, `samplers`, `steps`, `ablation`." in text
+    assert "No rows for: `reconstruction`, `samplers`, `steps`, `ablation`, `figures`." in text
+
+
+def test_report_states_the_preset_and_wall_time_beside_the_csv(tmp_path):
+    from discrete_priors.io import write_json
+
+    csv = write_csv(tmp_path / "results.csv", {k: v for k, v in SUPPORTED.items() if k[0] == "efficiency"})
+    write_json(tmp_path / "preset.json", {"name": "cpu", "dataset": "fashion-mnist", "prior_steps": 1500,
+                                          "seeds": [0], "hash": "abc"})
+    (tmp_path / "timings.csv").write_text("runner,preset,config_hash,seconds,machine,timestamp\n"
+                                          "samplers,cpu,abc,600.0,m,t\nsamplers,cpu,abc,6.0,m,t\n"
+                                          "ablation,cpu,abc,1200.0,m,t\n")
+    text = write_report(csv, tmp_path / "out").read_text()
+    assert "Preset: name = cpu, dataset = fashion-mnist, prior_steps = 1500, seeds = [0] (config hash abc)." in text
+    assert "| samplers | 2 | 10.1 | 10.0 | 0.1 | m |" in text
+    assert "| **all** | 3 | **30.1** | | | |" in text
 
 
 def test_partial_and_tolerance_rules(tmp_path):
