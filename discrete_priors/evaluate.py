@@ -6,6 +6,8 @@ runners report the same numbers in the same way.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import torch
 
 from discrete_priors import metrics
@@ -38,12 +40,19 @@ def sample_quality(images: torch.Tensor, *, reference: torch.Tensor, train: torc
 
 class SampleScorer:
     """``sample_quality`` against fixed real data: the features of the test split (the reference)
-    and of the training split (for memorisation) are computed once and reused for every sample set."""
+    and of the training split (for memorisation) are computed once, on first use (a rerun whose
+    cells are all recorded computes none), and reused for every sample set."""
 
     def __init__(self, extractor, *, reference: torch.Tensor, train: torch.Tensor):
         self.extractor, self.reference, self.train = extractor, reference, train
-        self.reference_features = extractor.features(reference)
-        self.train_features = extractor.features(train)
+
+    @cached_property
+    def reference_features(self) -> torch.Tensor:
+        return self.extractor.features(self.reference)
+
+    @cached_property
+    def train_features(self) -> torch.Tensor:
+        return self.extractor.features(self.train)
 
     def __call__(self, images: torch.Tensor) -> dict:
         return sample_quality(images, reference=self.reference, train=self.train, extractor=self.extractor,

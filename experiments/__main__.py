@@ -19,7 +19,7 @@ ALL = ("reconstruction", "samplers", "efficiency", "steps", "ablation", "figures
 
 
 def main(argv=None) -> int:
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     from discrete_priors.io import write_json
     from experiments.common import PRESETS, get_preset, log_timing, with_available_data
@@ -34,14 +34,16 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (preset default if unset)")
     parser.add_argument("--max-steps", type=int, default=None, help="cap every training run at this many steps")
     parser.add_argument("--num-samples", type=int, default=None, help="samples per evaluated variant")
+    parser.add_argument("--prior-steps", type=int, default=None, help="training steps of every prior (preset default if unset)")
+    parser.add_argument("--ae-steps", type=int, default=None, help="training steps of every autoencoder")
     args = parser.parse_args(argv)
-    overrides = {"num_samples": args.num_samples}
+    overrides = {"num_samples": args.num_samples, "prior_steps": args.prior_steps, "ae_steps": args.ae_steps}
     if args.seeds:
         overrides["seeds"] = tuple(int(s) for s in args.seeds.split(","))
     preset = get_preset(args.preset, **overrides)
     if args.max_steps is not None:
-        preset = get_preset(args.preset, **overrides, ae_steps=min(preset.ae_steps, args.max_steps),
-                            prior_steps=min(preset.prior_steps, args.max_steps))
+        preset = replace(preset, ae_steps=min(preset.ae_steps, args.max_steps),
+                         prior_steps=min(preset.prior_steps, args.max_steps))
     preset = with_available_data(preset, data_dir=args.data_dir)
     out = Path(args.out)
     write_json(out / "preset.json", asdict(preset) | {"hash": preset.hash()})  # the scale, for the report

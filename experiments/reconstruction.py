@@ -38,7 +38,7 @@ def run(preset: Preset, out: Path, *, latents=LATENTS, data_dir=None, progress=N
     extractor = extractor_for(preset, out, data_dir=data_dir)
     train = load_dataset(preset.dataset, split="train", size=preset.size, data_dir=data_dir).images
     test = load_dataset(preset.dataset, split="test", size=preset.size, data_dir=data_dir).images
-    test_feats = extractor.features(test)
+    test_feats = None  # computed for the first cell that is not recorded yet
     for seed in preset.seeds:
         for name in latents:
             if done(out, preset=preset, experiment="reconstruction", variant=name, seed=seed):
@@ -48,6 +48,7 @@ def run(preset: Preset, out: Path, *, latents=LATENTS, data_dir=None, progress=N
             codes = pipeline.encode_images(ae, test).codes
             recon = pipeline.decode_codes(ae, codes)
             values = {k: v for k, v in metrics.reconstruction_metrics(recon, test).items() if v == v}
+            test_feats = extractor.features(test) if test_feats is None else test_feats
             values["rfd"] = metrics.frechet_distance(test_feats, extractor.features(recon))
             # usage over train + test encodings, as the codebook is judged on all the data it serves
             all_codes = torch.cat([pipeline.encode_images(ae, train).codes, codes])

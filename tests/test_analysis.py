@@ -248,3 +248,13 @@ def test_cli_writes_the_report_and_fails_clearly(tmp_path, capsys):
         f"{e}.{s}" for e in ("reconstruction", "samplers", "efficiency", "steps", "ablation") for s in ("md", "tex"))
     assert analysis_main(["--results", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "x")]) == 2
     assert "missing.csv" in capsys.readouterr().err
+
+
+def test_small_lambda_claim_does_not_count_the_direct_target(tmp_path):
+    """direct's λ only rescales its loss (one model for every λ): its equal rows are no evidence."""
+    grid = {("ablation", "target=direct/vlb=0"): {"fd": 20.0}, ("ablation", "target=direct/vlb=0.1"): {"fd": 20.0},
+            ("ablation", "target=residual/vlb=0"): {"fd": 13.0}, ("ablation", "target=residual/vlb=0.1"): {"fd": 12.0}}
+    claim = evaluate_claims(load_results(write_csv(tmp_path / "r.csv", grid, seeds=(0.0,))))[1]
+    assert claim.verdict == "supported"  # from the residual setting alone
+    assert claim.evidence[0].startswith("target=direct: λ only rescales the loss") and "not evidence" in claim.evidence[0]
+    assert "fd at λ=0.1 12.0 < λ=0 13.0: holds" in claim.evidence[1]
