@@ -315,7 +315,10 @@ def _sample_lines(samples_dir: Path | None, out_dir: Path) -> list[str]:
         return lines + [f"_No PNG grids under `{samples_dir}`._", ""]
     for grid in grids:
         rel = Path(os.path.relpath(grid, out_dir)).as_posix()
-        lines += [f"**{grid.relative_to(samples_dir).as_posix()}**", "", f"![{grid.stem}]({rel})", ""]
+        caption = grid.with_suffix(".txt")  # optional sidecar written by the runner (what rows / columns are)
+        lines += [f"**{grid.relative_to(samples_dir).as_posix()}**" + (f": {caption.read_text().strip()}"
+                                                                      if caption.is_file() else ""),
+                  "", f"![{grid.stem}]({rel})", ""]
     return lines
 
 

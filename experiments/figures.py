@@ -29,6 +29,7 @@ import torch
 from discrete_priors import evaluate, pipeline
 from discrete_priors.data import load_dataset, load_latent_cache
 from discrete_priors.images import save_grid
+from discrete_priors.io import atomic_path
 from experiments import reconstruction
 from experiments.common import (Preset, done, ensure_prior, extractor_for, record,
                                 shared_binary_latents, warn_fallback)
@@ -45,6 +46,21 @@ def top_half_mask(spec, n: int) -> torch.Tensor:
     rows, cols = spec.grid
     known = torch.arange(rows).repeat_interleave(cols) < rows // 2
     return known.expand(n, -1).clone()
+
+
+CAPTIONS = {  # written beside each grid (``<grid>.txt``); the report prints them under the grid's title
+    "temperature": "Bernoulli diffusion, one row per temperature τ = " + ", ".join(f"{t:g}" for t in TEMPERATURES)
+                   + " (same seed)",
+    "class_conditional": "class-conditional Bernoulli diffusion, one column per class, three rows per guidance w = "
+                         + ", ".join(f"{w:g}" for w in GUIDANCE),
+    "inpainting": "top half of the latent grid kept from real test codes; rows: the real images, then the "
+                  "completions of " + ", ".join(INPAINT_PRIORS),
+}
+
+
+def write_caption(grid: Path, caption: str) -> None:
+    with atomic_path(grid.with_suffix(".txt")) as tmp:
+        tmp.write_text(caption + "\n")
 
 
 def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = None) -> None:
@@ -97,8 +113,7 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
                     if hasattr(extractor, "predict"):  # classifier features (Inception has no dataset classes)
                         extra["class_accuracy"] = (extractor.predict(samples.images) == labels).double().mean().item()
                     score(cell, seed, samples.images, extra)
-            save_grid(torch.cat(blocks), figures / f"class_conditional-seed{seed}.png", nrow=prior.num_classes,
-                      scale=2)
+            save_grid(torch.cat(blocks), figures / f"class_conditional-seed{seed}.png", nrow=prior.num_classes, scale=2)
 
         # Fig. 8: inpainting the bottom half of real test codes
         cells = [f"inpainting/{name}" for name in INPAINT_PRIORS]
@@ -114,12 +129,17 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
                     score(cell, seed, samples.images)
             save_grid(torch.cat(rows), figures / f"inpainting-seed{seed}.png", nrow=PER_ROW, scale=2)
 
-        # reconstruction examples: one row per latent format
+        for name, caption in CAPTIONS.items():
+            if (figures / f"{name}-seed{seed}.png").exists():
+                write_caption(figures / f"{name}-seed{seed}.png", caption)
+
+        # reconstruction examples, one row per trained latent format (cheap: redrawn on every run)
+        names = [name for name in reconstruction.LATENTS if (out / "ae" / f"{name}-seed{seed}" / "checkpoints").is_dir()]
+        names += [latent_name] * (latent_name not in names)
+        rows = [test[:PER_ROW]]
+        for name in names:
+            fmt = pipeline.load_autoencoder(out / "ae" / f"{name}-seed{seed}")
+            rows.append(pipeline.decode_codes(fmt, pipeline.encode_images(fmt, test[:PER_ROW]).codes))
         path = figures / f"reconstruction-seed{seed}.png"
-        if not path.exists():
-            rows = [test[:PER_ROW]]
-            names = [name for name in reconstruction.LATENTS if (out / "ae" / f"{name}-seed{seed}" / "checkpoints").is_dir()]
-            for name in names + [latent_name] * (latent_name not in names):
-                fmt = pipeline.load_autoencoder(out / "ae" / f"{name}-seed{seed}")
-                rows.append(pipeline.decode_codes(fmt, pipeline.encode_images(fmt, test[:PER_ROW]).codes))
-            save_grid(torch.cat(rows), path, nrow=PER_ROW, scale=2)
+        save_grid(torch.cat(rows), path, nrow=PER_ROW, scale=2)
+        write_caption(path, "rows: test images, then their reconstructions by " + ", ".join(names))

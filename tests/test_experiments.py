@@ -94,7 +94,9 @@ def test_steps_and_efficiency_reuse_the_samplers_priors(experiment_dir):
     assert sum(p.startswith("ablation-") for p in priors) == 6
     assert "figures-bernoulli-cond-binary-c32-seed0" in priors
     assert len(priors) == 12
-    grids = sorted(p.name for p in (experiment_dir / "samples" / "figures").iterdir())
+    grids = sorted(p.name for p in (experiment_dir / "samples" / "figures").glob("*.png"))
+    captions = sorted(p.name for p in (experiment_dir / "samples" / "figures").glob("*.txt"))
+    assert captions == [g.replace(".png", ".txt") for g in grids]
     assert grids == [f"{g}-seed0.png" for g in ("class_conditional", "inpainting", "reconstruction", "temperature")]
     assert sorted(p.name for p in (experiment_dir / "ae").iterdir()) == ["binary-c32-seed0", "vq-K256-seed0"]
 
