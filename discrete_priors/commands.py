@@ -103,7 +103,7 @@ def eval(args) -> dict:  # noqa: A001 - the CLI command is called eval
 
     from discrete_priors import evaluate, metrics
     from discrete_priors.data import load_dataset, load_latent_cache
-    from discrete_priors.io import atomic_path, load_tensors
+    from discrete_priors.io import append_text, load_tensors
     from discrete_priors.results import append_rows, make_rows
 
     if (args.prior is None) == (args.samples is None):
@@ -144,8 +144,5 @@ def eval(args) -> dict:  # noqa: A001 - the CLI command is called eval
                                                extractor=extractor.name, num_samples=len(images)))
     record = {"experiment": args.experiment, "variant": variant, "seed": args.seed, "extractor": extractor.name,
               "num_samples": len(images), **row}
-    jsonl = out / "results.jsonl"
-    old = jsonl.read_text() if jsonl.exists() else ""
-    with atomic_path(jsonl) as tmp:  # a crash leaves the previous file whole
-        tmp.write_text(old + json.dumps(record) + "\n")
+    append_text(out / "results.jsonl", json.dumps(record) + "\n")  # a crash leaves the previous file whole
     return record

@@ -33,6 +33,14 @@ def atomic_path(path: str | os.PathLike):
             os.unlink(tmp)
 
 
+def append_text(path: str | os.PathLike, text: str) -> None:
+    """Append ``text`` to ``path`` by rewriting the file atomically: a crash leaves the old file whole."""
+    path = Path(path)
+    old = path.read_text() if path.exists() else ""
+    with atomic_path(path) as tmp:
+        tmp.write_text(old + text)
+
+
 def write_json(path: str | os.PathLike, obj) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")

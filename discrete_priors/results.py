@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from discrete_priors.io import atomic_path
+from discrete_priors.io import append_text
 
 COLUMNS = ("experiment", "variant", "seed", "metric", "value", "extractor", "num_samples", "config_hash",
            "code_version", "machine", "timestamp")
@@ -59,21 +59,24 @@ def make_rows(*, experiment: str, variant: str, seed: int, metrics: dict, extrac
     return rows
 
 
-def append_rows(path: str | Path, rows: list[dict]) -> None:
-    """Rewrite the CSV with the new rows appended, atomically: a crash leaves the old file whole."""
+def append_csv(path: str | Path, rows: list[dict], columns) -> None:
+    """Append dict rows to a CSV with ``columns`` (the header comes with the first rows), atomically."""
     path = Path(path)
-    old = path.read_text() if path.exists() else ""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
-    if not old:
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    if not path.exists() or path.stat().st_size == 0:
         writer.writeheader()
     for row in rows:
-        unknown = set(row) - set(COLUMNS)
+        unknown = set(row) - set(columns)
         if unknown:
-            raise ValueError(f"unknown result columns {sorted(unknown)}, expected {COLUMNS}")
+            raise ValueError(f"unknown result columns {sorted(unknown)} for {path.name}, expected {list(columns)}")
         writer.writerow(row)
-    with atomic_path(path) as tmp:
-        tmp.write_text(old + buffer.getvalue())
+    append_text(path, buffer.getvalue())
+
+
+def append_rows(path: str | Path, rows: list[dict]) -> None:
+    """Append result rows to the CSV, atomically: a crash leaves the old file whole."""
+    append_csv(path, rows, COLUMNS)
 
 
 def read_rows(path: str | Path):

@@ -208,23 +208,13 @@ TIMING_COLUMNS = ("runner", "preset", "config_hash", "seconds", "machine", "time
 def log_timing(out: Path, *, runner: str, seconds: float, preset: Preset) -> None:
     """Append one line to ``<out>/timings.csv``: the wall time of one runner invocation (a rerun
     that finds everything cached logs its own, short, line). The report states the budget from it."""
-    import csv
-    import io
     import time
 
-    from discrete_priors.io import atomic_path
-    from discrete_priors.results import machine
+    from discrete_priors.results import append_csv, machine
 
-    path = Path(out) / "timings.csv"
-    old = path.read_text() if path.exists() else ""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    if not old:
-        writer.writerow(TIMING_COLUMNS)
-    writer.writerow([runner, preset.name, preset.hash(), f"{seconds:.1f}", machine(), time.strftime("%Y-%m-%dT%H:%M:%S")])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(old + buffer.getvalue())
+    row = {"runner": runner, "preset": preset.name, "config_hash": preset.hash(), "seconds": f"{seconds:.1f}",
+           "machine": machine(), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    append_csv(Path(out) / "timings.csv", [row], TIMING_COLUMNS)
 
 
 def warn_fallback(message: str) -> None:
