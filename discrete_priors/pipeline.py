@@ -22,7 +22,9 @@ from tqdm.auto import tqdm
 from discrete_priors.io import config_hash, read_json, write_json
 
 
-def resolve_device(device: str = "auto") -> torch.device:
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if isinstance(device, torch.device):
+        return device
     assert device in {"auto", "cpu", "cuda"} or device.startswith("cuda:"), f"unknown device {device!r}"
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -60,7 +62,7 @@ def load_autoencoder(run_dir: str | Path, *, ema: bool = True, device: str | tor
     ckpt = latest_checkpoint(run_dir)
     model = Autoencoder(**read_json(ckpt / "model_config.json"))
     load_model_weights(model, ckpt, ema=ema)
-    return model.to(resolve_device(device) if isinstance(device, str) else device).eval()
+    return model.to(resolve_device(device)).eval()
 
 
 def load_prior(run_dir: str | Path, *, ema: bool = True, device: str | torch.device = "auto"):
@@ -73,7 +75,7 @@ def load_prior(run_dir: str | Path, *, ema: bool = True, device: str | torch.dev
     config.setdefault("name", read_json(Path(run_dir) / "prior.json")["name"])
     model = prior_from_config(config)
     load_model_weights(model, ckpt, ema=ema)
-    return model.to(resolve_device(device) if isinstance(device, str) else device).eval()
+    return model.to(resolve_device(device)).eval()
 
 
 def autoencoder_fingerprint(run_dir: str | Path) -> str:
