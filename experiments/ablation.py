@@ -44,7 +44,8 @@ from typing import NamedTuple
 
 from discrete_priors import evaluate, pipeline
 from discrete_priors.data import load_dataset
-from experiments.common import Preset, done, ensure_prior, extractor_for, record, shared_binary_latents
+from experiments.common import (Preset, done, ensure_prior, ensure_samplers_prior, extractor_for, record,
+                                shared_binary_latents)
 
 TARGETS = ("direct", "x0", "residual")
 VLB_WEIGHTS = {"smoke": (0.0, 0.1)}
@@ -108,8 +109,8 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
     kwargs_of = models(preset)
 
     for seed in preset.seeds:
-        latent_name, ae_dir, latents = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
-        ae = pipeline.load_autoencoder(ae_dir)
+        binary = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
+        ae = pipeline.load_autoencoder(binary.ae_dir)
         evaluated: dict[tuple, dict] = {}  # (model, sampling options) -> metrics: identical samples, computed once
         for cell in cells(preset):
             if done(out, preset=preset, experiment="ablation", variant=cell.variant, seed=seed):
@@ -117,11 +118,10 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
             key = (cell.model, tuple(sorted(cell.sample_kwargs.items())))
             if key not in evaluated:
                 if cell.model == BASELINE:  # the samplers runner's Bernoulli prior (same training recipe)
-                    prior_dir = ensure_prior(preset, out, latents=latents, prior="bernoulli",
-                                             variant=f"samplers-bernoulli-{latent_name}", seed=seed)
+                    prior_dir = ensure_samplers_prior(preset, out, latents=binary, prior="bernoulli", seed=seed)
                 else:
-                    prior_dir = ensure_prior(preset, out, latents=latents, prior="bernoulli",
-                                             variant=f"ablation-{cell.model}-{latent_name}", seed=seed,
+                    prior_dir = ensure_prior(preset, out, latents=binary.latents, prior="bernoulli",
+                                             variant=f"ablation-{cell.model}-{binary.name}", seed=seed,
                                              extra_kwargs=kwargs_of[cell.model])
                 prior = pipeline.load_prior(prior_dir)
                 samples = pipeline.sample_images(ae, prior, preset.num_samples, seed=seed, progress=progress,

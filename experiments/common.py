@@ -182,6 +182,13 @@ def ensure_prior(preset: Preset, out: Path, *, latents: Path, prior: str, varian
     return run
 
 
+def ensure_samplers_prior(preset: Preset, out: Path, *, latents: SharedLatents, prior: str, seed: int) -> Path:
+    """The samplers runner's ``prior`` on ``latents``: trained once, shared by the steps and
+    efficiency runners, the ablation (its baseline) and the figures."""
+    return ensure_prior(preset, out, latents=latents.latents, prior=prior, variant=f"samplers-{prior}-{latents.name}",
+                        seed=seed)
+
+
 def extractor_for(preset: Preset, out: Path, *, data_dir=None):
     """The dataset's classifier features (one classifier per experiment directory, data seed 0)."""
     if preset.dataset == "image-folder":
@@ -221,6 +228,6 @@ def warn_fallback(message: str) -> None:
     warnings.warn(message, stacklevel=2)
 
 
-__all__ = ["PRESETS", "Preset", "done", "ensure_autoencoder", "ensure_latents", "ensure_prior", "extractor_for",
+__all__ = ["PRESETS", "Preset", "done", "ensure_autoencoder", "ensure_latents", "ensure_prior", "ensure_samplers_prior", "extractor_for",
            "get_preset", "latent_config", "log_timing", "read_json", "record", "shared_binary_latents",
            "shared_latents", "train_config", "warn_fallback", "with_available_data"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from discrete_priors import evaluate, pipeline
-from experiments.common import Preset, done, ensure_prior, record, shared_binary_latents
+from experiments.common import Preset, done, ensure_samplers_prior, record, shared_binary_latents
 
 PRIORS = ("bernoulli", "absorbing", "autoregressive")
 BATCH_SIZES = (1, 16, 64, 256)
@@ -36,16 +36,13 @@ def run(preset: Preset, out: Path, *, priors=None, data_dir=None, progress: bool
     out = Path(out)
     priors = [p for p in PRIORS if p in preset.prior_recipes] if priors is None else list(priors)
     for seed in preset.seeds:
-        latent_name, ae_dir, latents = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
+        binary = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
         for name in priors:
             todo = [b for b in batch_sizes(preset)
                     if not done(out, preset=preset, experiment="efficiency", variant=f"{name}/bs={b}", seed=seed)]
             if not todo:
                 continue
-            # the samplers runner's prior: trained once, shared by both runners
-            prior_dir = ensure_prior(preset, out, latents=latents, prior=name, variant=f"samplers-{name}-{latent_name}",
-                                     seed=seed)
-            prior = pipeline.load_prior(prior_dir)  # on the CPU, like the samplers runner's timings
+            prior = pipeline.load_prior(ensure_samplers_prior(preset, out, latents=binary, prior=name, seed=seed))
             params = evaluate.count_parameters(prior)
             for batch in todo:
                 # steps=None: each prior's own default (bernoulli default_steps, absorbing T, AR N)

@@ -31,7 +31,7 @@ from discrete_priors.data import load_dataset, load_latent_cache
 from discrete_priors.images import save_grid
 from discrete_priors.io import atomic_path
 from experiments import reconstruction
-from experiments.common import (Preset, done, ensure_prior, extractor_for, record,
+from experiments.common import (Preset, done, ensure_prior, ensure_samplers_prior, extractor_for, record,
                                 shared_binary_latents, warn_fallback)
 
 TEMPERATURES = (0.6, 0.8, 0.9, 1.0)
@@ -79,13 +79,12 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
                num_samples=len(images), preset=preset)
 
     for seed in preset.seeds:
-        latent_name, ae_dir, latents = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
-        ae = pipeline.load_autoencoder(ae_dir)
+        binary = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
+        ae = pipeline.load_autoencoder(binary.ae_dir)
+        test_cache = load_latent_cache(binary.latents / "test.safetensors")
 
-        def samplers_prior(name: str, *, class_conditional: bool = False):
-            variant = f"samplers-{name}-{latent_name}" if not class_conditional else f"figures-{name}-cond-{latent_name}"
-            return pipeline.load_prior(ensure_prior(preset, out, latents=latents, prior=name, variant=variant, seed=seed,
-                                                    class_conditional=class_conditional))
+        def samplers_prior(name: str):
+            return pipeline.load_prior(ensure_samplers_prior(preset, out, latents=binary, prior=name, seed=seed))
 
         # Fig. 4: temperature sweep
         cells = [f"temperature/tau={tau:g}" for tau in TEMPERATURES]
@@ -100,10 +99,12 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
 
         # Fig. 6: class-conditional samples with classifier-free guidance
         cells = [f"class-conditional/w={w:g}" for w in GUIDANCE]
-        if load_latent_cache(latents / "test.safetensors").labels is None:
+        if test_cache.labels is None:
             warn_fallback(f"figures: the {preset.dataset} latents have no labels; no class-conditional figure")
         elif not all(done(out, preset=preset, experiment="figures", variant=c, seed=seed) for c in cells):
-            prior, blocks = samplers_prior("bernoulli", class_conditional=True), []
+            prior = pipeline.load_prior(ensure_prior(preset, out, latents=binary.latents, prior="bernoulli", seed=seed,
+                                                     variant=f"figures-bernoulli-cond-{binary.name}", class_conditional=True))
+            blocks = []
             labels = torch.arange(n) % prior.num_classes
             for cell, w in zip(cells, GUIDANCE):
                 samples = pipeline.sample_images(ae, prior, n, seed=seed, labels=labels, guidance=w, progress=progress)
@@ -118,7 +119,7 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
         # Fig. 8: inpainting the bottom half of real test codes
         cells = [f"inpainting/{name}" for name in INPAINT_PRIORS]
         if not all(done(out, preset=preset, experiment="figures", variant=c, seed=seed) for c in cells):
-            known = load_latent_cache(latents / "test.safetensors").codes[:n]
+            known = test_cache.codes[:n]
             mask = top_half_mask(ae.code_spec, len(known))
             rows = [test[:PER_ROW]]
             for cell, name in zip(cells, INPAINT_PRIORS):
@@ -135,7 +136,7 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
 
         # reconstruction examples, one row per trained latent format (cheap: redrawn on every run)
         names = [name for name in reconstruction.LATENTS if (out / "ae" / f"{name}-seed{seed}" / "checkpoints").is_dir()]
-        names += [latent_name] * (latent_name not in names)
+        names += [binary.name] * (binary.name not in names)
         rows = [test[:PER_ROW]]
         for name in names:
             fmt = pipeline.load_autoencoder(out / "ae" / f"{name}-seed{seed}")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from discrete_priors import evaluate, pipeline
 from discrete_priors.data import load_dataset, load_latent_cache
-from experiments.common import (Preset, SharedLatents, done, ensure_prior, extractor_for, record,
+from experiments.common import (Preset, SharedLatents, done, ensure_samplers_prior, extractor_for, record,
                                 shared_binary_latents, shared_latents)
 
 PRIORS = ("bernoulli", "absorbing", "autoregressive")
@@ -48,8 +48,7 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, vq_priors=VQ_PRIORS, data_d
         for variant, name, latents in rows:
             if done(out, preset=preset, experiment="samplers", variant=variant, seed=seed):
                 continue
-            prior_dir = ensure_prior(preset, out, latents=latents.latents, prior=name,
-                                     variant=f"samplers-{name}-{latents.name}", seed=seed)
+            prior_dir = ensure_samplers_prior(preset, out, latents=latents, prior=name, seed=seed)
             values = evaluate_prior(preset, prior_dir, latents, quality, seed=seed, progress=progress,
                                     samples_dir=out / "samples" / "samplers" / f"{variant.replace('/', '_')}-seed{seed}")
             record(out, experiment="samplers", variant=variant, seed=seed, values=values, extractor=extractor.name,

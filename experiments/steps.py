@@ -17,7 +17,7 @@ from pathlib import Path
 
 from discrete_priors import evaluate, pipeline
 from discrete_priors.data import load_dataset
-from experiments.common import Preset, done, ensure_prior, extractor_for, record, shared_binary_latents
+from experiments.common import Preset, done, ensure_samplers_prior, extractor_for, record, shared_binary_latents
 
 PRIORS = ("bernoulli", "absorbing")
 STEPS = (4, 8, 16, 32, 64, 128, 256)
@@ -41,17 +41,14 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, data_dir=None, progress: bo
     quality_of = evaluate.SampleScorer(extractor, reference=test, train=train)
 
     for seed in preset.seeds:
-        latent_name, ae_dir, latents = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
-        ae = pipeline.load_autoencoder(ae_dir)
+        binary = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
+        ae = pipeline.load_autoencoder(binary.ae_dir)
         for name in priors:
             todo = [s for s in step_counts(preset, name)
                     if not done(out, preset=preset, experiment="steps", variant=f"{name}/S={s}", seed=seed)]
             if not todo:
                 continue
-            # the samplers runner's prior: trained once, shared by both runners
-            prior_dir = ensure_prior(preset, out, latents=latents, prior=name, variant=f"samplers-{name}-{latent_name}",
-                                     seed=seed)
-            prior = pipeline.load_prior(prior_dir)
+            prior = pipeline.load_prior(ensure_samplers_prior(preset, out, latents=binary, prior=name, seed=seed))
             for steps in todo:
                 samples = pipeline.sample_images(ae, prior, preset.num_samples, seed=seed, progress=progress,
                                                  steps=steps, temperature=1.0)
