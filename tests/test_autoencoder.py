@@ -15,6 +15,7 @@ from discrete_priors.autoencoder import (
     psnr,
 )
 from discrete_priors.io import save_tensors
+from tests import gen
 
 LATENTS = {
     "binary": {"kind": "binary", "bits": 8},
@@ -22,9 +23,6 @@ LATENTS = {
     "continuous": {"kind": "continuous", "dim": 4, "kl_weight": 1e-3},
 }
 
-
-def gen(seed=0):
-    return torch.Generator().manual_seed(seed)
 
 
 def tiny(latent="binary", downsample=4, **kw):

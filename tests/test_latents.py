@@ -14,10 +14,7 @@ from discrete_priors.latents import (
     build_latent,
     codebook_perplexity,
 )
-
-
-def gen(seed=0):
-    return torch.Generator().manual_seed(seed)
+from tests import gen
 
 
 # -- binary -----------------------------------------------------------------------------------

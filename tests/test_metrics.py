@@ -23,10 +23,7 @@ from discrete_priors.metrics import (
     reconstruction_metrics,
     ssim,
 )
-
-
-def gen(seed=0):
-    return torch.Generator().manual_seed(seed)
+from tests import gen
 
 
 # ------------------------------------------------------------------------- Fréchet distance
