@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from discrete_priors.training import TrainConfig, Trainer, latest_checkpoint, learning_rate, load_model_weights
+from discrete_priors.training.trainer import ema_decay_at
 from discrete_priors.training import checkpoint as ckpt
 from discrete_priors.training.distributed import shard_size
 from discrete_priors.training.distributed import global_batch_indices
@@ -213,7 +215,7 @@ def test_ema_equals_closed_form_after_two_steps(tmp_path):
     decay = 0.7
     model = Scalar(torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
     t = Trainer(model, (torch.zeros(4, 1, dtype=torch.float64),), TrainConfig(lr=0.1, batch_size=2, ema_decay=decay,
-                grad_clip=0, device="cpu"), tmp_path, progress=False)
+                ema_warmup=False, grad_clip=0, device="cpu"), tmp_path, progress=False)
     p = [model.w.detach().clone()]
     for s in range(2):
         t.train_step(s)
@@ -221,6 +223,45 @@ def test_ema_equals_closed_form_after_two_steps(tmp_path):
     expected = decay**2 * p[0] + decay * (1 - decay) * p[1] + (1 - decay) * p[2]
     assert not torch.allclose(p[2], p[0])
     torch.testing.assert_close(t.ema_model.w, expected, rtol=1e-14, atol=1e-15)
+
+
+def test_ema_warmup_decay_closed_form_after_two_steps(tmp_path):
+    # with the warm-up, update t uses min(decay, (1+t)/(10+t)): 0.1 then 2/11
+    model = Scalar(torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
+    t = Trainer(model, (torch.zeros(4, 1, dtype=torch.float64),), TrainConfig(lr=0.1, batch_size=2, ema_decay=0.999,
+                grad_clip=0, device="cpu"), tmp_path, progress=False)
+    p = [model.w.detach().clone()]
+    for s in range(2):
+        t.train_step(s)
+        p.append(model.w.detach().clone())
+    d0, d1 = 0.1, 2 / 11
+    expected = d1 * (d0 * p[0] + (1 - d0) * p[1]) + (1 - d1) * p[2]
+    torch.testing.assert_close(t.ema_model.w, expected, rtol=1e-14, atol=1e-15)
+    assert ema_decay_at(0, 0.999) == 0.1 and ema_decay_at(10**6, 0.999) == 0.999
+    assert ema_decay_at(0, 0.999, warmup=False) == 0.999
+
+
+def test_ema_weight_left_on_the_initialisation_is_below_one_percent_after_500_steps():
+    left = math.prod(ema_decay_at(t, 0.999) for t in range(500))
+    assert left < 0.01, left
+    assert left == pytest.approx(math.factorial(9) / math.prod(range(501, 510)), rel=1e-9)
+    # without the warm-up the initialisation keeps 0.999**500 = 61%
+    assert math.prod(ema_decay_at(t, 0.999, warmup=False) for t in range(500)) == pytest.approx(0.999**500)
+
+
+def test_ema_of_a_model_that_jumps_then_stays_constant_equals_it(tmp_path):
+    # the EMA copy is made at construction; then w jumps to a new value and lr = 0 holds it there
+    model = Scalar(torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
+    t = Trainer(model, (torch.zeros(4, 1, dtype=torch.float64),), TrainConfig(lr=0.0, batch_size=2, ema_decay=0.999,
+                grad_clip=0, device="cpu"), tmp_path, progress=False)
+    target = torch.tensor([3.0, 4.0, -1.0], dtype=torch.float64)
+    with torch.no_grad():
+        model.w.copy_(target)
+    for s in range(500):
+        t.train_step(s)
+    # lr = 0 keeps w at the target; the EMA started at the old weights [1, -2, 0.5]
+    torch.testing.assert_close(model.w.detach(), target)
+    torch.testing.assert_close(t.ema_model.w, target, rtol=0, atol=1e-12)
 
 
 def test_grad_clipping_caps_the_global_norm_and_logs_the_raw_norm(tmp_path):
