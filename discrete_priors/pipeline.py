@@ -20,15 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from discrete_priors.io import config_hash, read_json, write_json
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if isinstance(device, torch.device):
-        return device
-    assert device in {"auto", "cpu", "cuda"} or device.startswith("cuda:"), f"unknown device {device!r}"
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+from discrete_priors.training.distributed import resolve_device  # defined once there; re-exported for callers
 
 
 def progress_enabled(progress: bool | None = None) -> bool:
@@ -152,7 +144,7 @@ def train_autoencoder(*, out: str | Path, dataset: str = "digits", size: int | N
     torch.manual_seed(train_config.get("seed", 0))  # initial weights are a function of the seed
     model = Autoencoder(**config)
     config = TrainConfig.from_dict(train_config)
-    trainer = Trainer(model, (data.images,), config, Path(out), discriminator=model.build_discriminator(),
+    trainer = Trainer(model, (data.images,), config, Path(out), hook=model.training_hook(),
                       progress=progress_enabled(progress))
     return trainer.fit()
 
@@ -185,33 +177,11 @@ def write_latent_cache(*, ae_dir: str | Path, out_dir: str | Path, dataset: str 
     return paths
 
 
-def _cache_batch_fn(cache, *, resample: bool, conditional: bool):
-    """Trainer batch hook: indices → codes (freshly resampled from the cached Bernoulli
-    probabilities when asked: the reference code's implicit augmentation) and labels."""
-
-    from discrete_priors.priors.bernoulli_math import bernoulli
-
-    if resample and cache.stored_probs is None:
-        raise ValueError("--resample needs a latent cache with Bernoulli probabilities (encode without --no-probs)")
-
-    def batch_fn(batch, generator):
-        (index,) = batch
-        if resample:  # drawn where the trainer's generator lives (CPU or GPU)
-            probs = cache.stored_probs[index.cpu()].to(index.device, torch.float32)
-            codes = bernoulli(probs, generator=generator)
-        else:
-            codes = cache.batch(index.cpu())
-        args = [codes.to(index.device)]
-        if conditional:
-            args.append(cache.labels[index.cpu()].to(index.device))
-        return tuple(args), {}
-
-    return batch_fn
-
-
 def train_prior(*, out: str | Path, latents_dir: str | Path, prior: str = "bernoulli", prior_kwargs: dict | None = None,
                 train_config: dict, resample: bool = False, class_conditional: bool = False, progress: bool | None = None):
-    """Train (or resume) a prior on a latent cache's train split."""
+    """Train (or resume) a prior on a latent cache's train split; the cache's batch source hands
+    the trainer codes (redrawn from the stored Bernoulli probabilities with ``resample``, the
+    reference code's implicit augmentation) and, when class-conditional, labels."""
     from discrete_priors.data import load_latent_cache
     from discrete_priors.priors import build_prior
     from discrete_priors.training import TrainConfig, Trainer
@@ -222,6 +192,7 @@ def train_prior(*, out: str | Path, latents_dir: str | Path, prior: str = "berno
         if cache.labels is None:
             raise ValueError(f"--class-conditional needs labels, but the cache in {latents_dir} has none")
         num_classes = int(cache.labels.max()) + 1
+    source = cache.batches(resample=resample, labels=class_conditional)  # checks before anything is written
     torch.manual_seed(train_config.get("seed", 0))
     model = build_prior(prior, cache.spec, num_classes=num_classes, **(prior_kwargs or {}))
     info_path = Path(out) / "prior.json"
@@ -231,9 +202,7 @@ def train_prior(*, out: str | Path, latents_dir: str | Path, prior: str = "berno
     write_json(info_path, {"name": prior, "latents": str(latents_dir), "resample": resample,
                            "autoencoder_hash": cache.autoencoder_hash})
     config = TrainConfig.from_dict(train_config)
-    trainer = Trainer(model, (torch.arange(len(cache)),), config, Path(out),
-                      batch_fn=_cache_batch_fn(cache, resample=resample, conditional=class_conditional),
-                      progress=progress_enabled(progress))
+    trainer = Trainer(model, source, config, Path(out), progress=progress_enabled(progress))
     return trainer.fit()
 
 

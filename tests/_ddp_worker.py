@@ -11,18 +11,14 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from discrete_priors.training import TrainConfig, Trainer, cleanup_distributed
+from discrete_priors.autoencoder import AdversarialTraining
+from discrete_priors.training import LossOutput, TrainConfig, Trainer, cleanup_distributed
 
 
 class AELoss(NamedTuple):
     loss: torch.Tensor
     terms: dict
     recon: torch.Tensor
-
-
-class LossOutput(NamedTuple):
-    loss: torch.Tensor
-    terms: dict
 
 
 class ToyAutoencoder(nn.Module):
@@ -73,7 +69,7 @@ def run_toy(out_dir, *, steps: int = 8, batch_size: int = 8) -> None:
     discriminator = init_(model.build_discriminator(), seed=1)
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=1e-2, warmup_steps=2, grad_clip=1.0, ema_decay=0.9,
                          checkpoint_every=0, log_every=2, seed=3, device="cpu", weight_decay=0.01)
-    Trainer(model, (toy_images(),), config, out_dir, discriminator=discriminator, progress=False).fit()
+    Trainer(model, (toy_images(),), config, out_dir, hook=AdversarialTraining(discriminator), progress=False).fit()
 
 
 if __name__ == "__main__":

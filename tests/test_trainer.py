@@ -14,7 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from discrete_priors.training import TrainConfig, Trainer, latest_checkpoint, learning_rate, load_model_weights
+from discrete_priors.autoencoder import AdversarialTraining
+from discrete_priors.training import TrainConfig, Trainer, latest_checkpoint, learning_rate, load_model_weights, resolve_device
 from discrete_priors.training.trainer import ema_decay_at
 from discrete_priors.training import checkpoint as ckpt
 from discrete_priors.training.distributed import shard_size
@@ -52,7 +53,7 @@ class Scalar(nn.Module):
         self.w = nn.Parameter(torch.zeros_like(c))
         self.register_buffer("c", c)
 
-    def forward(self, x):
+    def forward(self, x, *, generator=None):
         loss = (self.w * self.c).sum() + 0 * x.sum()
         return Out(loss, {})
 
@@ -63,13 +64,8 @@ def regression_data(n=40, dim=4):
     return x, x @ torch.randn(dim, generator=g)
 
 
-def add_input_noise(batch, generator):
-    x, y = batch
-    return (x + 0.05 * torch.randn(x.shape, generator=generator), y), {}
-
-
 class NoisySource:
-    """Callable batch source (as a latent cache with Bernoulli resampling would be): draws on CPU."""
+    """Batch source (as a latent cache with Bernoulli resampling is): noise from the trainer's generator."""
 
     def __init__(self):
         self.x, self.y = regression_data()
@@ -89,7 +85,7 @@ def config(**kw):
 
 def trainer(out_dir, init_seed=0, source=False, **kw):
     return Trainer(init_(NoisyMLP(), init_seed), NoisySource() if source else regression_data(), config(**kw), out_dir,
-                   batch_fn=add_input_noise, progress=False)
+                   progress=False)
 
 
 def assert_same_state(a: Trainer, b: Trainer):
@@ -105,7 +101,7 @@ def assert_same_state(a: Trainer, b: Trainer):
 
 @pytest.mark.parametrize("kill,source", [("until", False), ("shorter_steps", False), ("until", True)])
 def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, kill, source):
-    # 12 steps x 16 of 40 examples crosses epoch boundaries; noise in the source, batch_fn and forward.
+    # 12 steps x 16 of 40 examples crosses epoch boundaries; noise in the source and in forward.
     schedule = "cosine" if kill == "until" else "constant"
     full = trainer(tmp_path / "full", schedule=schedule, source=source)
     full.fit()
@@ -287,10 +283,11 @@ def test_amp_on_cpu_is_rejected_and_auto_is_off(tmp_path):
 def test_discriminator_trains_only_on_its_own_step(tmp_path):
     model = init_(ToyAutoencoder(adv_start=2), 0)
     disc = init_(model.build_discriminator(), 1)
+    hook = AdversarialTraining(disc)
     t = Trainer(model, (toy_images(),), TrainConfig(batch_size=8, lr=1e-2, ema_decay=0, device="cpu"), tmp_path,
-                discriminator=disc, progress=False)
+                hook=hook, progress=False)
     entry, exit_ = [], []
-    real_step = t._discriminator_step
+    real_step = hook.discriminator_step
 
     def spy(step, images, recon):  # snapshot the discriminator around its own step
         entry.append([p.detach().clone() for p in disc.parameters()])
@@ -298,7 +295,7 @@ def test_discriminator_trains_only_on_its_own_step(tmp_path):
         exit_.append([p.detach().clone() for p in disc.parameters()])
         return record
 
-    t._discriminator_step = spy
+    hook.discriminator_step = spy
     before = [p.detach().clone() for p in disc.parameters()]
     ae_before = model.encoder.weight.detach().clone()
     records = [t.train_step(s) for s in range(4)]
@@ -313,3 +310,64 @@ def test_discriminator_trains_only_on_its_own_step(tmp_path):
     # ... from adv_start it moves on its own step, and the adversarial term reaches the generator
     assert not same(entry[2], exit_[2]) and not same(entry[3], exit_[3]) and records[3]["disc/grad_norm"] > 0
     assert records[3]["adv"].abs() > 0 and not torch.equal(ae_before, model.encoder.weight)
+
+
+def test_killed_and_resumed_adversarial_run_equals_uninterrupted_run(tmp_path):
+    # the hook's discriminator, its optimizer and scaler are checkpointed under their old names
+    def run(out_dir, until=None, disc_seed=1):
+        model = init_(ToyAutoencoder(adv_start=1), 0)
+        hook = AdversarialTraining(init_(model.build_discriminator(), disc_seed))
+        cfg = TrainConfig(steps=6, batch_size=8, lr=1e-2, ema_decay=0.9, checkpoint_every=3, device="cpu", seed=2)
+        t = Trainer(model, (toy_images(),), cfg, out_dir, hook=hook, progress=False)
+        t.fit(until=until)
+        return t, hook
+
+    full, full_hook = run(tmp_path / "full")
+    run(tmp_path / "resumed", until=3)
+    resumed, resumed_hook = run(tmp_path / "resumed", disc_seed=99)
+    assert_same_state(full, resumed)
+    for u, v in zip(full_hook.discriminator.state_dict().values(), resumed_hook.discriminator.state_dict().values()):
+        assert torch.equal(u, v)
+    a, b = full_hook.optimizer.state_dict()["state"], resumed_hook.optimizer.state_dict()["state"]
+    assert a.keys() == b.keys() and all(torch.equal(a[i]["exp_avg"], b[i]["exp_avg"]) for i in a)
+    files = {p.name for p in (tmp_path / "full" / "checkpoints" / "step_0000006").iterdir()}
+    assert {"discriminator.safetensors", "disc_optimizer.safetensors", "disc_optimizer.json"} <= files
+    state = json.loads((tmp_path / "full" / "checkpoints" / "step_0000006" / "trainer_state.json").read_text())
+    assert "disc_scaler" in state
+
+
+def test_forward_receives_the_batch_the_generator_and_nothing_else_without_a_hook(tmp_path):
+    seen = []
+
+    class Recorder(Scalar):
+        def forward(self, *args, **kwargs):
+            seen.append((len(args), sorted(kwargs)))
+            return super().forward(args[0], generator=kwargs["generator"])
+
+    t = Trainer(Recorder(torch.ones(2)), (torch.zeros(4, 1), torch.zeros(4)), TrainConfig(batch_size=2, device="cpu", ema_decay=0),
+                tmp_path, progress=False)
+    t.train_step(0)
+    assert seen == [(2, ["generator"])]
+
+
+def test_train_config_accepts_every_cli_device_and_a_missing_gpu_fails_when_resolved(monkeypatch):
+    for device in ["auto", "cpu", "cuda", "cuda:0", "cuda:1", "cuda:12"]:
+        assert TrainConfig(device=device).device == device
+    for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1", "mps"]:
+        with pytest.raises(ValueError, match=f"unknown device '{bad}', expected one of auto | cpu | cuda | cuda:N"):
+            TrainConfig(device=bad)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"'cuda:1' asks for GPU 1, but this machine has no GPU .*pass --device cpu"):
+        Trainer(Scalar(torch.ones(2)), (torch.zeros(4, 1),), TrainConfig(device="cuda:1", batch_size=2), "unused")
+    with pytest.raises(ValueError, match="'cuda' asks for GPU 0, but this machine has no GPU"):
+        resolve_device("cuda")
+    # one GPU: cuda:0 (and cuda, outside torchrun) is it, cuda:1 is not there
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert resolve_device("cuda:0") == resolve_device("cuda") == resolve_device("auto") == torch.device("cuda", 0)
+    with pytest.raises(ValueError, match=r"asks for GPU 1, but this machine has GPUs 0\.\.0; pass a GPU index below 1"):
+        resolve_device("cuda:1")
+    assert resolve_device(torch.device("cuda", 3)) == torch.device("cuda", 3)  # a torch.device is taken as is

@@ -22,9 +22,10 @@ from discrete_priors.autoencoder.losses import (
     hinge_generator_loss,
     reconstruction_loss,
 )
+from discrete_priors.autoencoder.adversarial import AdversarialTraining
 from discrete_priors.autoencoder.networks import Decoder, Encoder, PatchDiscriminator, default_disc_layers
 from discrete_priors.latents import LATENTS, CodeSpec, build_latent
-from discrete_priors.priors.base import LossOutput
+from discrete_priors.training import LossOutput
 
 
 class AELoss(NamedTuple):
@@ -137,8 +138,9 @@ class Autoencoder(nn.Module):
     # -- training (trainer contract C3) ---------------------------------------------------------
     def forward(self, images: torch.Tensor, *, step: int = 0, generator: torch.Generator | None = None,
                 discriminator: nn.Module | None = None) -> AELoss:
-        """images (B, C, H, W) in [0, 1] -> AELoss. The discriminator is only called here (its
-        gradients are the trainer's business); the adversarial term starts at ``disc_start``."""
+        """images (B, C, H, W) in [0, 1] -> AELoss. ``step`` and ``discriminator`` come from
+        :meth:`training_hook` during training; the discriminator is only called here (its own
+        update is the hook's business); the adversarial term starts at ``disc_start``."""
         self._check_images(images)
         out = self.latent(self.encoder(images * 2 - 1), generator=generator)
         recon = self._decode_raw(out.decoder_input)
@@ -180,10 +182,16 @@ class Autoencoder(nn.Module):
         return PatchDiscriminator(in_channels=self.image_channels, width=self.config["disc_width"], num_layers=layers,
                                   groups=self.config["norm_groups"])
 
+    def training_hook(self) -> AdversarialTraining | None:
+        """What the trainer needs beyond ``forward``: the discriminator's step when the adversarial
+        weight is > 0, else None."""
+        discriminator = self.build_discriminator()
+        return None if discriminator is None else AdversarialTraining(discriminator)
+
     def discriminator_loss(self, discriminator: nn.Module, images: torch.Tensor, recon_detached: torch.Tensor,
                            step: int) -> LossOutput:
         """Hinge loss of the discriminator on real ``images`` vs ``recon_detached`` (both in [0, 1]).
-        Before ``disc_start`` it is a constant 0 without a graph: the trainer then skips the
+        Before ``disc_start`` it is a constant 0 without a graph: the hook then skips the
         discriminator step (no zero-gradient AdamW step that would still apply weight decay and
         advance Adam's step count); an un-called DDP module expects no backward, so this is safe."""
         if step < self.disc_start:

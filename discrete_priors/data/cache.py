@@ -10,6 +10,12 @@ Storage per kind (everything else lives in the safetensors metadata as JSON stri
 
 The file records the hash of the autoencoder config that produced it, so a prior is never trained
 on codes from a different autoencoder by accident (``expect_autoencoder_hash``).
+
+Where a prior's training batch comes from: ``cache.batches(resample=..., labels=...)`` is the
+trainer's data source (training/trainer.py). Each step the trainer draws this rank's example
+indices and calls ``source(index, generator)``; the source returns ``(codes,)`` or ``(codes,
+labels)`` on the generator's device -- codes redrawn from the stored Bernoulli probabilities
+when ``resample`` is on -- and the trainer passes them to ``prior.loss`` through ``forward``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -53,7 +60,8 @@ def unpack_bits(packed: torch.Tensor, channels: int) -> torch.Tensor:
 class LatentCache:
     """Codes of a dataset as stored on disk (``stored_codes`` packed / narrowed, see module doc).
 
-    ``codes`` / ``probs`` unpack everything (float32); for large caches prefer ``batch``.
+    ``codes`` / ``probs`` unpack everything (float32); for large caches prefer ``batch``, and for
+    training ``batches`` (the trainer's data source).
     ``labels``: (B,) long or None. ``extra``: the JSON metadata given at save time.
     """
 
@@ -89,26 +97,72 @@ class LatentCache:
         *,
         resample: bool = False,
         generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
     ) -> torch.Tensor:
-        """Codes of the items ``index`` in the library layout (CPU tensors).
+        """Codes of the items ``index`` in the library layout, on ``device`` (default: the
+        generator's device, else the CPU).
 
-        resample: binary caches with probs only — draw fresh codes z ~ Bernoulli(probs) with
-        ``generator`` (a CPU generator) instead of returning the stored codes.
+        resample: binary caches with probs only -- draw fresh codes z ~ Bernoulli(probs) with
+        ``generator``: z = [u < p] with u ~ U[0, 1) drawn on the generator's device (so p = 0 and
+        p = 1 stay exact, and a CUDA generator draws on the GPU).
         """
+        if device is None:
+            device = generator.device if generator is not None else "cpu"
         if isinstance(index, list):
             index = torch.tensor(index, dtype=torch.long)
         if resample:
-            if self.spec.kind != "binary":
-                raise ValueError(f"resample=True needs a binary cache, this one holds {self.spec.kind} codes")
-            if self.stored_probs is None:
-                raise ValueError("resample=True needs Bernoulli probabilities, but this cache was saved without probs")
-            return torch.bernoulli(self.stored_probs[index].float(), generator=generator)
+            self._check_resample()
+            probs = self.stored_probs[index].to(device, torch.float32)
+            uniform = torch.rand(probs.shape, generator=generator, device=device if generator is None else generator.device)
+            return (uniform.to(device) < probs).float()
         stored = self.stored_codes[index]
         if self.spec.kind == "binary":
-            return unpack_bits(stored, self.spec.channels)
+            return unpack_bits(stored, self.spec.channels).to(device)
         if self.spec.kind == "categorical":
-            return stored.long()
-        return stored.float()
+            return stored.long().to(device)
+        return stored.float().to(device)
+
+    def batches(self, *, resample: bool = False, labels: bool = False,
+                device: torch.device | str | None = None) -> "CacheBatches":
+        """The trainer's data source over this cache: ``source(index, generator)`` -> ``(codes,)``
+        or, with ``labels``, ``(codes, labels)``, on ``device`` (default: the generator's, i.e.
+        the trainer's device); ``resample`` as in :meth:`batch`. Checked here, before training."""
+        if resample:
+            self._check_resample()
+        if labels and self.labels is None:
+            raise ValueError("labels=True (class-conditional training) needs labels, but this cache was saved "
+                             "without them: encode a labelled dataset")
+        return CacheBatches(self, resample, labels, device)
+
+    def _check_resample(self) -> None:
+        if self.spec.kind != "binary":
+            raise ValueError(f"resample=True needs a binary cache, this one holds {self.spec.kind} codes")
+        if self.stored_probs is None:
+            raise ValueError("resample=True needs Bernoulli probabilities, but this cache was saved without probs: "
+                             "encode again without --no-probs")
+
+
+class CacheBatches(NamedTuple):
+    """A batch source for the trainer, made by :meth:`LatentCache.batches`.
+
+    ``source(index, generator)``: index (b,) long (CPU) -> ``(codes,)`` or ``(codes, labels)``;
+    codes in the library layout, labels (b,) long, both on ``device`` (None: the generator's).
+    The only randomness is the resampling, drawn from ``generator``: a batch is a pure function
+    of (index, generator seed)."""
+
+    cache: LatentCache
+    resample: bool
+    labels: bool
+    device: torch.device | str | None
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def __call__(self, index: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+        index = index.cpu()
+        device = self.device if self.device is not None else (generator.device if generator is not None else "cpu")
+        codes = self.cache.batch(index, resample=self.resample, generator=generator, device=device)
+        return (codes, self.cache.labels[index].to(device)) if self.labels else (codes,)
 
 
 def save_latent_cache(

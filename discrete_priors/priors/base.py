@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from discrete_priors.latents.base import CodeSpec
+from discrete_priors.training import LossOutput  # the trainer's contract: what forward returns
 
 
 def network_sizes(preset: str = "cpu", *, dim: int | None = None, depth: int | None = None,
@@ -36,13 +37,6 @@ def network_sizes(preset: str = "cpu", *, dim: int | None = None, depth: int | N
 
     overrides = {key: value for key, value in dict(dim=dim, depth=depth, heads=heads).items() if value is not None}
     return denoiser_preset(preset) | overrides
-
-
-class LossOutput(NamedTuple):
-    """loss: scalar to minimise; terms: named detached scalars (e.g. ``{"bce": .., "vlb": ..}``)."""
-
-    loss: torch.Tensor
-    terms: dict
 
 
 class NLLOutput(NamedTuple):

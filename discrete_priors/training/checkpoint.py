@@ -7,8 +7,10 @@ Layout under ``<out_dir>/checkpoints/``::
         ema.safetensors         EMA weights (when EMA is on)
         optimizer.safetensors   AdamW moments, keys "state.<param index>.<name>"
         optimizer.json          AdamW param_groups and non-tensor state
-        discriminator.safetensors, disc_optimizer.{safetensors,json}   (adversarial training)
-        trainer_state.json      step, TrainConfig, GradScaler state
+        <name>.safetensors      each module of a training hook (the autoencoder's
+                                discriminator.safetensors), and
+        <name>.{safetensors,json}   each optimizer of the hook (disc_optimizer.*)
+        trainer_state.json      step, TrainConfig, GradScaler state, the hook's JSON state
         model_config.json       model.config, enough to rebuild the model (when present)
     latest.json                 {"step": .., "dir": "step_0001000"}, written LAST
 
@@ -87,11 +89,12 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     trainer_state: dict,
     ema: nn.Module | None = None,
-    discriminator: nn.Module | None = None,
-    disc_optimizer: torch.optim.Optimizer | None = None,
+    modules: dict[str, nn.Module] | None = None,
+    optimizers: dict[str, torch.optim.Optimizer] | None = None,
     keep_last: int = 0,
 ) -> Path:
     """Write one complete checkpoint for ``step`` under ``root`` and point ``latest.json`` at it.
+    ``modules`` / ``optimizers``: further named parts (a training hook's), one file (pair) each.
     ``keep_last > 0`` then deletes all but the newest ``keep_last`` checkpoints. Returns its folder."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -104,9 +107,10 @@ def save_checkpoint(
     if ema is not None:
         save_tensors(tmp / "ema.safetensors", state_dict_for_save(ema))
     _save_optimizer(tmp, "optimizer", optimizer)
-    if discriminator is not None:
-        save_tensors(tmp / "discriminator.safetensors", state_dict_for_save(discriminator))
-        _save_optimizer(tmp, "disc_optimizer", disc_optimizer)
+    for name, module in (modules or {}).items():
+        save_tensors(tmp / f"{name}.safetensors", state_dict_for_save(module))
+    for name, extra_optimizer in (optimizers or {}).items():
+        _save_optimizer(tmp, name, extra_optimizer)
     config = getattr(model, "config", None)
     if isinstance(config, dict):
         write_json(tmp / "model_config.json", config)
@@ -156,10 +160,11 @@ def load_checkpoint(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
     ema: nn.Module | None = None,
-    discriminator: nn.Module | None = None,
-    disc_optimizer: torch.optim.Optimizer | None = None,
+    modules: dict[str, nn.Module] | None = None,
+    optimizers: dict[str, torch.optim.Optimizer] | None = None,
 ) -> dict:
-    """Load every part that is given (strictly) and return ``trainer_state.json``."""
+    """Load every part that is given (strictly) and return ``trainer_state.json``; ``modules`` and
+    ``optimizers`` are read from the files named after their keys."""
     folder = Path(folder)
     device = next(model.parameters()).device
     model.load_state_dict(load_tensors(folder / "model.safetensors", device=device))
@@ -169,13 +174,13 @@ def load_checkpoint(
         ema.load_state_dict(load_tensors(folder / "ema.safetensors", device=device))
     if optimizer is not None:
         _load_optimizer(folder, "optimizer", optimizer)
-    if discriminator is not None:
-        if not (folder / "discriminator.safetensors").exists():
-            raise FileNotFoundError(f"{folder} has no discriminator.safetensors but a discriminator was given")
-        disc_device = next(discriminator.parameters()).device
-        discriminator.load_state_dict(load_tensors(folder / "discriminator.safetensors", device=disc_device))
-        if disc_optimizer is not None:
-            _load_optimizer(folder, "disc_optimizer", disc_optimizer)
+    for name, module in (modules or {}).items():
+        if not (folder / f"{name}.safetensors").exists():
+            raise FileNotFoundError(f"{folder} has no {name}.safetensors, but this run trains a {name}: "
+                                    f"resume it with the settings it was started with, or use a new output folder")
+        module.load_state_dict(load_tensors(folder / f"{name}.safetensors", device=next(module.parameters()).device))
+    for name, extra_optimizer in (optimizers or {}).items():
+        _load_optimizer(folder, name, extra_optimizer)
     return read_json(folder / "trainer_state.json")
 
 

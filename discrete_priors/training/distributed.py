@@ -33,16 +33,37 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when available; under torchrun each rank takes ``cuda:LOCAL_RANK``."""
-    assert device in {"auto", "cpu", "cuda"}, f"unknown device {device!r}, expected 'auto', 'cpu' or 'cuda'"
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device='cuda' requested but torch.cuda.is_available() is False")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
+DEVICES = "auto | cpu | cuda | cuda:N"
+
+
+def check_device(device: str) -> str:
+    """``device`` if it names a device this library runs on (:data:`DEVICES`), else a ValueError.
+    Only the name is checked: whether that GPU exists is :func:`resolve_device`'s business, so a
+    config naming ``cuda:1`` can be written (and tested) on a machine without one."""
+    kind, _, index = str(device).partition(":")
+    if not (device in {"auto", "cpu", "cuda"} or (kind == "cuda" and index.isdigit())):
+        raise ValueError(f"unknown device {device!r}, expected one of {DEVICES} (N a GPU index such as 0)")
+    return device
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """The torch.device to run on; a torch.device is returned as is.
+
+    ``"auto"`` takes CUDA when available, else the CPU; ``"cuda"`` is ``cuda:LOCAL_RANK`` (so each
+    torchrun rank takes its own GPU; GPU 0 outside torchrun); ``"cuda:N"`` is GPU N. Asking for a
+    GPU this machine lacks is a ValueError saying which GPUs there are."""
+    if isinstance(device, torch.device):
+        return device
+    device = check_device(device)
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    index = int(device.partition(":")[2] or os.environ.get("LOCAL_RANK", "0"))
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if index >= count:
+        found, fix = (f"GPUs 0..{count - 1}", f"a GPU index below {count} or --device cpu") if count else \
+            ("no GPU (torch.cuda.is_available() is False)", "--device cpu")
+        raise ValueError(f"device {device!r} asks for GPU {index}, but this machine has {found}; pass {fix}")
+    return torch.device("cuda", index)
 
 
 def setup_distributed(device: torch.device) -> DistInfo:

@@ -2,18 +2,24 @@
 clipping, EMA weights, mixed precision on CUDA, data parallelism under torchrun, crash-safe
 checkpoints and exact resume.
 
-Exact resume: everything random in a step is a pure function of ``(seed, step, rank)`` -- the
-global batch of example indices (epoch-wise shuffles seeded by ``(seed, epoch)``), the generator
-handed to ``batch_fn`` and the generator handed to the model's ``forward``. With weights,
-EMA, optimizer and GradScaler states restored, a killed-and-resumed run reproduces the
-uninterrupted one bit for bit (same device, same world size).
+The route of one batch, step s on rank r (:meth:`Trainer.train_step`):
 
-What the model's ``forward`` receives: the positional tensors of its batch shard (or what
-``batch_fn`` returns) plus, decided once by inspecting its signature,
-``step=`` (int, updates done so far), ``generator=`` (torch.Generator on the model's device)
-and ``discriminator=`` (the bare discriminator module, or None) when it declares a parameter
-of that name. A prior's ``forward(codes, labels, *, generator)`` and an autoencoder's
-``forward(images, *, step, generator, discriminator)`` therefore both work unchanged.
+1. ``index``: this rank's slice of the step's global batch of example indices,
+   :func:`~discrete_priors.training.distributed.global_batch_indices` (epoch-wise shuffles).
+2. ``batch = data(index, generator)`` from a batch source on the trainer's device -- for a prior
+   :meth:`LatentCache.batches <discrete_priors.data.cache.LatentCache.batches>` (data/cache.py:
+   codes, redrawn from the stored Bernoulli probabilities when asked, and labels) -- or
+   ``t[index]`` of each tensor when ``data`` is a tuple of tensors (an autoencoder's images).
+3. ``out = model(*batch, generator=generator, **hook.before_step(s))``: a :class:`LossOutput`. For
+   a prior, ``forward`` is ``prior.loss(codes, labels, generator=...)`` (e.g.
+   priors/bernoulli.py), which noises the codes and calls the denoiser (nets/denoiser.py).
+4. backward, clipping, AdamW and EMA updates; then ``hook.after_step(s, batch, out)`` (the
+   autoencoder's discriminator step, autoencoder/adversarial.py) and logging.
+
+Exact resume: everything random in a step is a pure function of ``(seed, step, rank)`` -- the
+example indices, the generator handed to the batch source and the one handed to ``forward``.
+With weights, EMA, optimizer, GradScaler and hook states restored, a killed-and-resumed run
+reproduces the uninterrupted one bit for bit (same device, same world size).
 """
 
 from __future__ import annotations
@@ -21,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import inspect
 import json
 import logging
 import math
@@ -37,7 +42,7 @@ from tqdm.auto import tqdm
 from discrete_priors.io import atomic_path
 from discrete_priors.training import checkpoint as ckpt
 from discrete_priors.training import distributed as ddp
-from discrete_priors.training.distributed import derive_seed, global_batch_indices
+from discrete_priors.training.distributed import check_device, derive_seed, global_batch_indices
 
 logger = logging.getLogger("discrete_priors.training")
 
@@ -53,7 +58,8 @@ class TrainConfig:
     amp: ``"auto"`` = bf16 autocast on CUDA (fp16 + GradScaler where bf16 is unsupported), off
     on CPU; ``"bf16"``/``"fp16"`` force a dtype (CUDA only); ``"off"``.
     checkpoint_every / log_every: in steps (0 = only at the end). keep_checkpoints: newest kept
-    (0 = all). disc_lr: discriminator lr (None = lr)."""
+    (0 = all). disc_lr: discriminator lr (None = lr), read by the autoencoder's adversarial hook.
+    device: ``auto | cpu | cuda | cuda:N`` (see :func:`~discrete_priors.training.distributed.resolve_device`)."""
 
     steps: int = 1000
     batch_size: int = 64
@@ -78,7 +84,7 @@ class TrainConfig:
     def __post_init__(self):
         assert self.schedule in {"constant", "cosine"}, f"unknown schedule {self.schedule!r}, expected 'constant' or 'cosine'"
         assert self.amp in {"auto", "off", "bf16", "fp16"}, f"unknown amp {self.amp!r}, expected 'auto', 'off', 'bf16' or 'fp16'"
-        assert self.device in {"auto", "cpu", "cuda"}, f"unknown device {self.device!r}, expected 'auto', 'cpu' or 'cuda'"
+        check_device(self.device)  # the GPU itself is looked for when the trainer resolves it
         if self.steps < 0 or self.batch_size < 1 or self.warmup_steps < 0:
             raise ValueError(f"expected steps >= 0, batch_size >= 1, warmup_steps >= 0; got {self.steps}, {self.batch_size}, {self.warmup_steps}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -96,9 +102,51 @@ class TrainConfig:
         return cls(**d)
 
 
+class LossOutput(NamedTuple):
+    """What ``forward`` returns to the trainer: loss, a scalar to minimise; terms, named detached
+    scalars to log (e.g. ``{"bce": .., "vlb": ..}``). Richer outputs (an autoencoder's, with its
+    reconstruction) are NamedTuples that start with these two fields."""
+
+    loss: torch.Tensor
+    terms: dict
+
+
+class TrainingHook:
+    """What a model needs from training beyond ``forward(*batch, generator=...)`` and one
+    optimizer: the autoencoder's discriminator step
+    (:class:`~discrete_priors.autoencoder.adversarial.AdversarialTraining`) is one.
+
+    Per step the trainer calls ``before_step(step)`` (its dict is passed to ``forward`` as extra
+    keywords) and, after the model's update and EMA, ``after_step(step, batch, out)`` (its dict
+    is logged). ``modules()`` and ``optimizers()`` are saved in every checkpoint as
+    ``<name>.safetensors`` / ``<name>.{safetensors,json}`` and restored on resume;
+    ``state_dict()`` (JSON) is stored in ``trainer_state.json``."""
+
+    def setup(self, trainer: "Trainer") -> None:
+        """Called once by the trainer's constructor, after the model is on its device."""
+
+    def before_step(self, step: int) -> dict:
+        return {}
+
+    def after_step(self, step: int, batch: tuple, out) -> dict:
+        return {}
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """``state``: the whole ``trainer_state.json`` of the checkpoint being resumed."""
+
+
 class FitResult(NamedTuple):
     """step: updates done; terms: mean of each logged quantity over the last log window
-    (``loss``, the model's terms, ``disc/...``); checkpoint: folder of the last checkpoint."""
+    (``loss``, the model's terms, the hook's, e.g. ``disc/...``); checkpoint: folder of the last checkpoint."""
 
     step: int
     terms: dict
@@ -140,12 +188,7 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
             e.copy_(b)
 
 
-def _accepted_kwargs(module: nn.Module) -> set[str]:
-    params = inspect.signature(module.forward).parameters.values()
-    return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-
-
-def _adamw(module: nn.Module, lr: float, config: TrainConfig) -> torch.optim.AdamW:
+def adamw(module: nn.Module, lr: float, config: TrainConfig) -> torch.optim.AdamW:
     # Decay matrices only: biases and norm gains (ndim < 2) are left undecayed, as in nanoGPT.
     params = [p for p in module.parameters() if p.requires_grad]
     groups = [
@@ -156,61 +199,47 @@ def _adamw(module: nn.Module, lr: float, config: TrainConfig) -> torch.optim.Ada
 
 
 class Trainer:
-    """Trains ``model`` on ``data``; see the module docstring for what ``forward`` receives.
+    """Trains ``model`` on ``data``; the module docstring follows one batch through a step.
 
-    data: a tuple of tensors sharing their first dimension (examples; None entries pass through
-        as None), or a callable ``data(index: (b,) long, generator) -> tuple[Tensor, ...]`` on
-        CPU with ``len(data)`` or ``num_examples=`` giving the number of examples.
-    batch_fn: ``batch_fn(batch: tuple, generator) -> (args, kwargs)`` applied on the device
-        (e.g. uint8 -> float); default ``(batch, {})``.
-    discriminator: adversarial training per C3: after the main update, the trainer zeroes its
-        grads, calls ``model.discriminator_loss(discriminator, args[0], out.recon.detach(), step)``
-        and takes an AdamW step (lr ``disc_lr``); a loss that does not require grad (before the
-        adversarial start) skips the update. It is passed bare to ``forward`` and frozen there.
+    model: ``model(*batch, generator=..., **hook.before_step(step))`` returns a :class:`LossOutput`
+        (or a NamedTuple starting with its fields); ``generator`` lives on the trainer's device.
+    data: a tuple of tensors sharing their first (example) dimension, batched as ``t[index]`` (None
+        entries pass through as None), or a batch source: ``len(data)`` examples and
+        ``data(index: (b,) long on CPU, generator) -> tuple[Tensor, ...]`` drawing its randomness
+        from ``generator`` (on the trainer's device), such as ``LatentCache.batches(...)``.
+    hook: a :class:`TrainingHook` (e.g. the autoencoder's discriminator step), or None.
     log_fn: called on rank 0 with each metrics record (also appended to ``train_log.jsonl``).
-    The model (and discriminator) are moved to the configured device.
+    The model is moved to the configured device.
     """
 
-    def __init__(self, model: nn.Module, data, config: TrainConfig, out_dir, *, batch_fn: Callable | None = None,
-                 discriminator: nn.Module | None = None, progress: bool = True, log_fn: Callable | None = None,
-                 num_examples: int | None = None):
+    def __init__(self, model: nn.Module, data, config: TrainConfig, out_dir, *, hook: TrainingHook | None = None,
+                 progress: bool = True, log_fn: Callable | None = None):
         self.config, self.out_dir = config, Path(out_dir)
         self.device = ddp.resolve_device(config.device)
         self.dist = ddp.setup_distributed(self.device)
         self.local_batch = ddp.shard_size(config.batch_size, self.dist.world_size)
-        self.data, self.num_examples = self._check_data(data, num_examples)
-        self.batch_fn, self.progress, self.log_fn = batch_fn, progress, log_fn
+        self.data, self.num_examples = self._check_data(data)
+        self.progress, self.log_fn = progress, log_fn
         self.amp_dtype = self._amp_dtype()
 
         self.model = model.to(self.device)
-        self.train_model = ddp.wrap_ddp(self.model, self.device, find_unused_parameters=config.find_unused_parameters)
-        self.forward_kwargs = _accepted_kwargs(self.model) & {"step", "generator", "discriminator"}
-        self.optimizer = _adamw(self.model, config.lr, config)
+        self.train_model = self.wrap(self.model)
+        self.optimizer = adamw(self.model, config.lr, config)
         # EMA copies the weights after DDP's broadcast, so every rank holds the same average.
         self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False) if config.ema_decay > 0 else None
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-
-        self.discriminator = self.disc_train = self.disc_optimizer = self.disc_scaler = None
-        if discriminator is not None:
-            if not hasattr(self.model, "discriminator_loss"):
-                raise ValueError(f"a discriminator was given but {type(self.model).__name__} has no discriminator_loss method (contract C3)")
-            self.discriminator = discriminator.to(self.device)
-            self.disc_params = [p for p in self.discriminator.parameters() if p.requires_grad]
-            self.disc_train = ddp.wrap_ddp(self.discriminator, self.device, find_unused_parameters=config.find_unused_parameters)
-            self.disc_lr = config.lr if config.disc_lr is None else config.disc_lr
-            self.disc_optimizer = _adamw(self.discriminator, self.disc_lr, config)
-            self.disc_scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.scaler = self.grad_scaler()
+        self.hook = hook if hook is not None else TrainingHook()
+        self.hook.setup(self)
         self.step = 0
 
-    # -- setup helpers ----------------------------------------------------------------------------
-    def _check_data(self, data, num_examples):
+    # -- setup helpers (also used by hooks) ----------------------------------------------------------
+    def _check_data(self, data):
         if callable(data):
-            n = num_examples if num_examples is not None else (len(data) if hasattr(data, "__len__") else None)
-            if n is None:
-                raise ValueError("a callable data source needs len(data) or num_examples= (number of examples)")
-            return data, int(n)
+            if not hasattr(data, "__len__"):
+                raise ValueError(f"a batch source needs len() (its number of examples); {type(data).__name__} has none")
+            return data, len(data)
         if not isinstance(data, (tuple, list)) or not any(torch.is_tensor(t) for t in data):
-            raise ValueError(f"data: expected a tuple of tensors or a callable batch source, got {type(data).__name__}")
+            raise ValueError(f"data: expected a tuple of tensors or a batch source data(index, generator), got {type(data).__name__}")
         sizes = {t.shape[0] for t in data if t is not None}
         if len(sizes) != 1:
             raise ValueError(f"data tensors must share their first (example) dimension, got sizes {sorted(sizes)}")
@@ -226,10 +255,19 @@ class Trainer:
             return torch.float16
         return torch.bfloat16
 
-    def _autocast(self):
+    def autocast(self):
+        """The mixed-precision context of this run (a no-op without AMP)."""
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """A GradScaler, enabled only under fp16."""
+        return torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        """``module`` in DistributedDataParallel when a process group is up, else as is."""
+        return ddp.wrap_ddp(module, self.device, find_unused_parameters=self.config.find_unused_parameters)
 
     @property
     def checkpoint_root(self) -> Path:
@@ -243,21 +281,20 @@ class Trainer:
     def _generator(self, step: int, purpose: str) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(derive_seed(self.config.seed, purpose, step, self.dist.rank))
 
-    def get_batch(self, step: int) -> tuple[tuple, dict]:
-        """(args, kwargs) of this rank's shard for ``step``: a pure function of (seed, step, rank)."""
+    def get_batch(self, step: int) -> tuple:
+        """This rank's batch for ``step``, on the device: a pure function of (seed, step, rank)."""
         index = global_batch_indices(step, seed=self.config.seed, batch_size=self.config.batch_size, num_examples=self.num_examples)
         index = index[self.dist.rank * self.local_batch:(self.dist.rank + 1) * self.local_batch]
         if callable(self.data):
-            batch = tuple(self.data(index, torch.Generator().manual_seed(derive_seed(self.config.seed, "source", step, self.dist.rank))))
+            # "batch_fn" names the stream of the hook this source replaced: the codes drawn for a
+            # seed and step stay those of earlier runs.
+            batch = self.data(index, self._generator(step, "batch_fn"))
         else:
-            batch = tuple(None if t is None else t[index] for t in self.data)
-        batch = tuple(None if t is None else t.to(self.device, non_blocking=True) for t in batch)
-        if self.batch_fn is None:
-            return batch, {}
-        args, kwargs = self.batch_fn(batch, self._generator(step, "batch_fn"))
-        return tuple(args), dict(kwargs)
+            batch = (None if t is None else t[index] for t in self.data)
+        return tuple(None if t is None else t.to(self.device, non_blocking=True) for t in batch)
 
-    def _update(self, loss, optimizer, scaler, params, lr):
+    def update(self, loss, optimizer, scaler, params, lr) -> torch.Tensor:
+        """backward (scaled), clip to ``grad_clip``, optimizer step at ``lr``; returns the raw grad norm."""
         for group in optimizer.param_groups:
             group["lr"] = lr
         scaler.scale(loss).backward()
@@ -269,46 +306,25 @@ class Trainer:
         return grad_norm
 
     def train_step(self, step: int) -> dict:
-        """One update (plus the discriminator's); returns detached 0-d tensors to log."""
-        args, kwargs = self.get_batch(step)
-        auto = {"step": step, "generator": self._generator(step, "model"), "discriminator": self.discriminator}
-        kwargs = {**{k: v for k, v in auto.items() if k in self.forward_kwargs}, **kwargs}
+        """One update (and the hook's); returns detached 0-d tensors to log."""
+        batch = self.get_batch(step)
         self.optimizer.zero_grad(set_to_none=True)
-        if self.discriminator is not None:
-            # Only the generator's update flows through the discriminator here (C3); its own
-            # grads come from discriminator_loss below.
-            for p in self.disc_params:
-                p.requires_grad_(False)
-        with self._autocast():
-            out = self.train_model(*args, **kwargs)
+        extra = self.hook.before_step(step)
+        with self.autocast():
+            out = self.train_model(*batch, generator=self._generator(step, "model"), **extra)
         lr = learning_rate(step, self.config)
-        grad_norm = self._update(out.loss, self.optimizer, self.scaler, self.model.parameters(), lr)
+        grad_norm = self.update(out.loss, self.optimizer, self.scaler, self.model.parameters(), lr)
         if self.ema_model is not None:
             ema_update(self.ema_model, self.model, ema_decay_at(step, self.config.ema_decay, self.config.ema_warmup))
         record = {"loss": out.loss.detach().float(), "grad_norm": grad_norm.detach().float(),
                   **{k: torch.as_tensor(v, device=self.device).detach().float() for k, v in out.terms.items()}}
-        if self.discriminator is not None:
-            record.update(self._discriminator_step(step, args[0], out.recon.detach()))
-        return record
-
-    def _discriminator_step(self, step: int, images: torch.Tensor, recon: torch.Tensor) -> dict:
-        for p in self.disc_params:
-            p.requires_grad_(True)
-        self.disc_optimizer.zero_grad(set_to_none=True)
-        with self._autocast():
-            d_out = self.model.discriminator_loss(self.disc_train, images, recon, step)
-        record = {f"disc/{k}": torch.as_tensor(v, device=self.device).detach().float() for k, v in d_out.terms.items()}
-        record["disc/loss"] = d_out.loss.detach().float()
-        if d_out.loss.requires_grad:
-            lr = learning_rate(step, self.config, self.disc_lr)
-            record["disc/grad_norm"] = self._update(d_out.loss, self.disc_optimizer, self.disc_scaler,
-                                                    self.disc_params, lr).detach().float()
+        record.update(self.hook.after_step(step, batch, out))
         return record
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _state(self) -> dict:
         return {"config": self.config.to_dict(), "world_size": self.dist.world_size,
-                "scaler": self.scaler.state_dict(), "disc_scaler": self.disc_scaler.state_dict() if self.disc_scaler else {}}
+                "scaler": self.scaler.state_dict(), **self.hook.state_dict()}
 
     def save_checkpoint(self) -> Path:
         """Rank 0 writes a checkpoint of the current step; the other ranks wait for it."""
@@ -316,7 +332,7 @@ class Trainer:
         if self.dist.rank == 0:
             folder = ckpt.save_checkpoint(
                 self.checkpoint_root, self.step, model=self.model, optimizer=self.optimizer, trainer_state=self._state(),
-                ema=self.ema_model, discriminator=self.discriminator, disc_optimizer=self.disc_optimizer,
+                ema=self.ema_model, modules=self.hook.modules(), optimizers=self.hook.optimizers(),
                 keep_last=self.config.keep_checkpoints)
         ddp.barrier()
         return folder
@@ -327,11 +343,10 @@ class Trainer:
         if folder is None:
             return None
         state = ckpt.load_checkpoint(folder, model=self.model, optimizer=self.optimizer, ema=self.ema_model,
-                                     discriminator=self.discriminator, disc_optimizer=self.disc_optimizer)
+                                     modules=self.hook.modules(), optimizers=self.hook.optimizers())
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        if self.disc_scaler is not None and state.get("disc_scaler"):
-            self.disc_scaler.load_state_dict(state["disc_scaler"])
+        self.hook.load_state_dict(state)
         self.step = int(state["step"])
         log = self.out_dir / "train_log.jsonl"
         if self.dist.rank == 0 and log.exists():
