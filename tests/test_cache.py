@@ -127,6 +127,40 @@ def test_resample_needs_probs_and_binary(tmp_path):
         load_latent_cache(tmp_path / "v.safetensors").batch([0], resample=True)
 
 
+def test_batch_source_draws_codes_as_uniforms_below_probs_with_labels(tmp_path):
+    spec, codes, probs = _binary(b=10, grid=(2, 2), c=5)
+    labels = torch.arange(10) % 3
+    path = tmp_path / "codes.safetensors"
+    save_latent_cache(path, codes=codes, spec=spec, labels=labels, probs=probs, autoencoder_hash=HASH)
+    cache = load_latent_cache(path)
+    index = torch.tensor([7, 2, 2, 9])
+    source = cache.batches(resample=True, labels=True)
+    assert len(source) == 10
+    drawn, drawn_labels = source(index, torch.Generator().manual_seed(11))
+    # exactly z = [u < p], u ~ U[0,1) from the generator, p the stored (float16) probabilities
+    uniform = torch.rand((4, 4, 5), generator=torch.Generator().manual_seed(11))
+    assert torch.equal(drawn, (uniform < cache.probs[index]).float())
+    assert torch.equal(drawn, cache.batch(index, resample=True, generator=torch.Generator().manual_seed(11)))
+    assert torch.equal(drawn_labels, labels[index]) and drawn_labels.dtype == torch.long
+    # without resampling the stored codes come back, the generator untouched
+    generator = torch.Generator().manual_seed(11)
+    (stored,) = cache.batches()(index, generator)
+    assert torch.equal(stored, codes[index]) and torch.equal(generator.get_state(), torch.Generator().manual_seed(11).get_state())
+    # the batch lands on the device asked for, else the generator's
+    assert source(index, None)[0].device.type == "cpu"
+    assert cache.batches(device="meta")(index, torch.Generator())[0].device.type == "meta"
+
+
+def test_batch_source_checks_its_options_before_training(tmp_path):
+    spec, codes, _ = _binary()
+    save_latent_cache(tmp_path / "b.safetensors", codes=codes, spec=spec, autoencoder_hash=HASH)
+    cache = load_latent_cache(tmp_path / "b.safetensors")
+    with pytest.raises(ValueError, match="saved without probs: encode again without --no-probs"):
+        cache.batches(resample=True)
+    with pytest.raises(ValueError, match="needs labels, but this cache was saved without them"):
+        cache.batches(labels=True)
+
+
 def test_save_rejects_bad_inputs(tmp_path):
     spec, codes, probs = _binary()
     path = tmp_path / "x.safetensors"
