@@ -8,7 +8,9 @@ import torch
 
 from discrete_priors.autoencoder import (
     PRESETS,
+    AdversarialTraining,
     Autoencoder,
+    PatchDiscriminator,
     PerceptualLoss,
     adaptive_weight,
     autoencoder_preset,
@@ -108,15 +110,22 @@ def test_adversarial_loss_and_discriminator_contract():
     after.loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in ae.parameters() if p.grad is not None)
 
-    disc.zero_grad(set_to_none=True)  # the trainer does this: the generator step also reached D
+    disc.zero_grad(set_to_none=True)  # the adversarial hook does this: the generator step also reached D
     early = ae.discriminator_loss(disc, images, after.recon, step=9)
     assert early.loss.item() == 0.0 and early.terms["disc"] == 0.0
-    assert not early.loss.requires_grad  # the trainer skips the discriminator step: no zero-grad AdamW step
+    assert not early.loss.requires_grad  # the hook skips the discriminator step: no zero-grad AdamW step
     assert all(p.grad is None for p in disc.parameters())
     late = ae.discriminator_loss(disc, images, after.recon, step=10)
     assert late.loss.item() > 0
     late.loss.backward()
     assert any(p.grad.abs().sum() > 0 for p in disc.parameters())
+
+
+def test_training_hook_is_the_discriminator_step_only_with_an_adversarial_weight():
+    assert tiny().training_hook() is None
+    hook = tiny(adversarial_weight=0.5, disc_start=10, disc_width=8, disc_layers=1).training_hook()
+    assert isinstance(hook, AdversarialTraining) and isinstance(hook.discriminator, PatchDiscriminator)
+    assert sum(p.numel() for p in hook.discriminator.parameters()) > 0
 
 
 def test_adaptive_weight_is_the_ratio_of_gradient_norms():
