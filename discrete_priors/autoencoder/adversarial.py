@@ -3,7 +3,7 @@
 GradScaler, stepped after each autoencoder update, as in VQGAN (Esser et al. 2021,
 https://arxiv.org/abs/2012.09841, section 3.1).
 
-One step (contract C3):
+One step:
 
 1. ``before_step``: the discriminator is frozen and handed bare to the autoencoder's ``forward``
    with the step (its adversarial term starts at ``disc_start``), so the autoencoder's update flows
@@ -38,7 +38,7 @@ class AdversarialTraining(TrainingHook):
     def setup(self, trainer: Trainer) -> None:
         if not hasattr(trainer.model, "discriminator_loss"):
             raise ValueError(f"adversarial training needs a discriminator_loss method, which {type(trainer.model).__name__} "
-                             "lacks (contract C3); train it without a discriminator")
+                             "lacks; give it one (see AdversarialTraining) or train it without a discriminator")
         self.trainer, self.model = trainer, trainer.model
         self.discriminator = self.discriminator.to(trainer.device)
         self.params = [p for p in self.discriminator.parameters() if p.requires_grad]

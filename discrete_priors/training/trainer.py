@@ -120,7 +120,8 @@ class TrainingHook:
     keywords) and, after the model's update and EMA, ``after_step(step, batch, out)`` (its dict
     is logged). ``modules()`` and ``optimizers()`` are saved in every checkpoint as
     ``<name>.safetensors`` / ``<name>.{safetensors,json}`` and restored on resume;
-    ``state_dict()`` (JSON) is stored in ``trainer_state.json``."""
+    ``state_dict()`` (JSON) is merged into ``trainer_state.json`` beside the trainer's own keys
+    (``step``, ``config``, ``world_size``, ``scaler``), which it must not reuse."""
 
     def setup(self, trainer: "Trainer") -> None:
         """Called once by the trainer's constructor, after the model is on its device."""
