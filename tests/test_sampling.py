@@ -60,14 +60,22 @@ def test_bit_frequencies_match_sigmoid_of_logits_over_temperature():
 
 def test_temperature_zero_is_the_argmax_and_the_limit_of_small_temperatures():
     logits = torch.randn(64, 7, generator=torch.Generator().manual_seed(4))
-    greedy = sampling.draw_categorical(logits, temperature=0.0)  # no generator needed: nothing is drawn
+    greedy = sampling.draw_categorical(logits, temperature=0.0, generator=torch.Generator().manual_seed(5))
     assert torch.equal(greedy.values, logits.argmax(-1))
     # the log-prob of the argmax under the untempered softmax (a confidence that still ranks)
     torch.testing.assert_close(greedy.log_prob, logits.log_softmax(-1).max(-1).values)
     tiny = sampling.draw_categorical(logits, temperature=1e-4, generator=torch.Generator().manual_seed(5))
     assert torch.equal(tiny.values, greedy.values)
-    bits = sampling.draw_bits(logits, temperature=0.0)
+    bits = sampling.draw_bits(logits, temperature=0.0, generator=torch.Generator().manual_seed(6))
     assert torch.equal(bits.values, (logits > 0).float())
+    # τ = 0 draws the uniforms τ > 0 would, so what a sampler draws next is the same
+    for draw in (sampling.draw_bits, sampling.draw_categorical):
+        after = []
+        for temperature in (0.0, 0.7):
+            g = torch.Generator().manual_seed(7)
+            draw(logits, temperature=temperature, generator=g)
+            after.append(torch.rand(3, generator=g))
+        assert torch.equal(*after)
     assert torch.equal(sampling.draw_bits(logits, temperature=1e-4, generator=torch.Generator().manual_seed(6)).values,
                        bits.values)
     assert torch.equal(sampling.temper(torch.tensor([2.0, -0.5, 0.0]), 0.0), torch.tensor([math.inf, -math.inf, 0.0]))

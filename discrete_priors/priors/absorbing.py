@@ -170,12 +170,6 @@ class AbsorbingDiffusion(Prior):
         return sampling.guided_logits(self.logits, (codes, masked, t), labels, guidance, null_class=self.num_classes,
                                       log_softmax=not self.binary)
 
-    def _draw(self, logits: torch.Tensor, temperature: float, generator) -> sampling.Draw:
-        """Proposal codes for every position and their log-probability (B, N) (:class:`sampling.Draw`)."""
-        if self.binary:
-            return sampling.draw_bits(logits, temperature=temperature, generator=generator)
-        return sampling.draw_categorical(logits, temperature=temperature, generator=generator)
-
     @torch.no_grad()
     def sample(
         self,
@@ -227,7 +221,8 @@ class AbsorbingDiffusion(Prior):
             if not masked.any():
                 break
             t_batch = torch.full((n,), t, device=self.device)
-            proposal, logp = self._draw(self._guided_logits(codes, masked, t_batch, labels, guidance), temperature, generator)
+            logits = self._guided_logits(codes, masked, t_batch, labels, guidance)
+            proposal, logp = sampling.draw(logits, bits=self.binary, temperature=temperature, generator=generator)
             if order == "random":
                 reveal = masked & (self._uniform(masked.shape, generator) < sampling.reveal_prob(t, s))
             else:

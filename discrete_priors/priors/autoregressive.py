@@ -33,9 +33,9 @@ class AutoregressivePrior(Prior):
 
     spec:        the code spec (a :class:`CodeSpec` or its ``to_dict()``).
     num_classes: None (unconditional) or the number of classes; labels in [0, num_classes).
-    preset:      a network size preset (``"tiny"``, ``"cpu"``, ``"paper"``, :mod:`discrete_priors.nets.presets`) so the network has
-                 the same dim/depth/heads as the diffusion priors'; dim/depth/heads override it
-                 when not None.
+    preset:      a network size (``"tiny"``, ``"cpu"``, ``"paper"``; :mod:`discrete_priors.nets.presets`)
+                 so the network has the same dim/depth/heads as the diffusion priors';
+                 dim/depth/heads override it when not None.
     pos_emb:     ``"learned"`` or ``"sincos"`` (2-D fixed).
     cond_drop_prob: probability of replacing a label by the null class per sample in training.
     """
@@ -186,10 +186,7 @@ class AutoregressivePrior(Prior):
                 logits = self.net(torch.cat([inputs, inputs]) if guided else inputs, start)[:, -1]
             if guided:
                 logits = sampling.combine_guided(logits, guidance)
-            if self.binary:
-                value = sampling.draw_bits(logits, temperature=temperature, generator=generator).values
-            else:
-                value = sampling.draw_categorical(logits, temperature=temperature, top_k=top_k, generator=generator).values
+            value = sampling.draw(logits, bits=self.binary, temperature=temperature, top_k=top_k, generator=generator).values
             if known_pos is not None:
                 value = torch.where(known_pos[:, i, None] if self.binary else known_pos[:, i], known[:, i], value)
             codes[:, i] = value

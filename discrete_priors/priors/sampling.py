@@ -11,7 +11,9 @@ Temperature, one meaning for every prior
 softmax logits) before anything is drawn from it or derived from it: softmax(ℓ/τ), σ(ℓ/τ).
 τ = 1 is the model itself, τ < 1 sharpens, τ > 1 flattens. **τ = 0 is the limit τ → 0⁺: every
 prediction becomes its argmax** (greedy; :func:`temper` gives ±inf log-odds, :func:`draw_bits`
-and :func:`draw_categorical` take the argmax without drawing). Randomness a sampler has besides
+and :func:`draw_categorical` take the argmax). The draws consume the same uniforms at τ = 0 as at
+τ > 0, so with one generator a sampler at τ = 0 is exactly its limit of small τ — except where
+it ranks by :attr:`Draw.log_prob`, which at τ = 0 is the untempered one. Randomness a sampler has besides
 the network's prediction remains at τ = 0 (which tokens the absorbing prior reveals, the
 Bernoulli posterior q(zˢ | zᵗ, ẑ⁰) given a hard ẑ⁰). τ < 0 or non-finite is refused.
 
@@ -85,8 +87,9 @@ class Draw(NamedTuple):
 
 
 def draw_bits(logits: torch.Tensor, *, temperature: float = 1.0, generator: torch.Generator | None = None) -> Draw:
-    """Independent bits with P(1) = σ(ℓ/τ), logits (..., c); τ = 0: 1[ℓ > 0], no uniforms drawn."""
+    """Independent bits with P(1) = σ(ℓ/τ), logits (..., c); τ = 0: 1[ℓ > 0] (uniforms drawn all the same)."""
     if temperature == 0:
+        uniform(logits.shape, generator, logits.device, logits.dtype)  # keep the generator's stream aligned
         bits = (logits > 0).to(logits.dtype)
     else:
         logits = temper(logits, temperature)
@@ -108,20 +111,30 @@ def top_k_logits(logits: torch.Tensor, top_k: int | None) -> torch.Tensor:
 def draw_categorical(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
                      generator: torch.Generator | None = None) -> Draw:
     """Tokens (...,) long from softmax(ℓ/τ) over the last axis, restricted to the ``top_k`` most
-    likely when given; τ = 0: the argmax, no uniforms drawn.
+    likely when given; τ = 0: the argmax (uniforms drawn all the same).
 
     Gumbel-max (argmax of log-softmax + Gumbel noise, the noise from our own uniforms): an exact
     draw, and a −inf logit (cut by top-k) can never win."""
     logits = top_k_logits(logits, top_k)
+    exponential = -torch.log(uniform(logits.shape, generator, logits.device).clamp(min=1e-20))
     if temperature == 0:
         log_probs = logits.log_softmax(-1)
         tokens = logits.argmax(-1)
     else:
         log_probs = (logits / temperature).log_softmax(-1)
-        exponential = -torch.log(uniform(logits.shape, generator, logits.device).clamp(min=1e-20))
         gumbel = -torch.log(exponential.clamp(min=1e-20))
         tokens = (log_probs + gumbel).argmax(-1)
     return Draw(tokens, log_probs.gather(-1, tokens[..., None])[..., 0])
+
+
+def draw(logits: torch.Tensor, *, bits: bool, temperature: float = 1.0, top_k: int | None = None,
+         generator: torch.Generator | None = None) -> Draw:
+    """:func:`draw_bits` (``bits``: logits (..., c) of independent bits) or :func:`draw_categorical`."""
+    if bits:
+        if top_k is not None:
+            raise ValueError(f"top_k applies to categorical codes only, got top_k={top_k} for bits")
+        return draw_bits(logits, temperature=temperature, generator=generator)
+    return draw_categorical(logits, temperature=temperature, top_k=top_k, generator=generator)
 
 
 # -- classifier-free guidance ------------------------------------------------------------------
