@@ -146,6 +146,24 @@ def test_sampling_returns_valid_codes_and_is_reproducible(spec, order, steps):
 
 
 @pytest.mark.parametrize("spec", [BINARY, CATEGORICAL], ids=["binary", "categorical"])
+def test_temperature_zero_is_the_limit_of_small_temperatures(spec):
+    """τ = 0 proposes the argmax (one meaning for every prior, see priors/sampling.py) and draws
+    the same uniforms as τ > 0, so with one generator it is exactly the small-τ sample (random
+    order; the confidence order ranks τ = 0 proposals by their untempered log-probability)."""
+    order = "random"
+    torch.manual_seed(0)
+    prior = AbsorbingDiffusion(spec, num_classes=3, **TINY)
+    with torch.no_grad():
+        for p in prior.parameters():
+            p.add_(torch.randn_like(p) * 0.3)  # logits far from ties, so τ = 1e-4 is already hard
+    kwargs = dict(steps=4, order=order, labels=torch.tensor([0, 1, 2, 0, 1]))
+    greedy = prior.sample(5, temperature=0.0, generator=torch.Generator().manual_seed(3), **kwargs)
+    assert torch.equal(greedy, prior.sample(5, temperature=1e-4, generator=torch.Generator().manual_seed(3), **kwargs))
+    with pytest.raises(ValueError, match="temperature"):
+        prior.sample(2, temperature=-1.0)
+
+
+@pytest.mark.parametrize("spec", [BINARY, CATEGORICAL], ids=["binary", "categorical"])
 @pytest.mark.parametrize("order", ["random", "confidence"])
 def test_inpainting_keeps_known_positions(spec, order):
     prior = AbsorbingDiffusion(spec, **TINY)

@@ -64,7 +64,8 @@ def test_config_rebuilds_the_prior():
 
 @pytest.mark.parametrize("bad", [dict(schedule="cos"), dict(parameterization="eps"), dict(reverse="both"),
                                  dict(loss_balance="focal"), dict(time_weighting="exp"), dict(final_step="argmax"),
-                                 dict(cond_drop_prob=1.0), dict(vlb_weight=-1.0), dict(temperature=0.0),
+                                 dict(cond_drop_prob=1.0), dict(vlb_weight=-1.0), dict(temperature=-1.0),
+                                 dict(temperature=float("nan")),
                                  dict(cond="film"), dict(pos_emb="rope"), dict(preset="huge"),
                                  dict(default_steps=11), dict(parameterization="direct", default_steps=5)])
 def test_invalid_options_fail_at_construction(bad):
@@ -155,6 +156,27 @@ def test_temperature_and_final_step(temperature):
     p = torch.sigmoid(torch.tensor(0.8 / temperature)).item()
     assert abs(drawn.mean().item() - p) <= 5 * math.sqrt(p * (1 - p) / drawn.numel())
     assert (prior.sample(n, final_step="threshold", generator=torch.Generator().manual_seed(0)) == 1).all()
+
+
+def test_temperature_zero_is_the_argmax_of_the_prediction():
+    """τ = 0 (allowed since the temperatures were unified; it used to be refused) is the limit
+    τ → 0⁺: the network's prediction made hard, the same draw as a tiny τ with the same generator."""
+    prior, _ = make_prior(timesteps=1, parameterization="x0", constant=0.8, temperature=0.0)
+    assert prior.config["temperature"] == 0.0
+    drawn = prior.sample(500, final_step="sample", generator=torch.Generator().manual_seed(0))
+    assert (drawn == 1).all()  # σ(0.8/τ) → 1
+    assert torch.equal(drawn, prior.sample(500, final_step="sample", temperature=1e-3, generator=torch.Generator().manual_seed(0)))
+    negative, _ = make_prior(timesteps=1, parameterization="x0", constant=-0.8)
+    assert (negative.sample(500, final_step="sample", temperature=0.0, generator=torch.Generator().manual_seed(0)) == 0).all()
+    # direct: every reverse step is its own argmax, so the whole chain is deterministic
+    direct, _ = make_prior(parameterization="direct", constant=0.8)
+    assert (direct.sample(50, temperature=0.0, generator=torch.Generator().manual_seed(1)) == 1).all()
+    # x0 with ẑ⁰ = 1 hard: the last posterior step q(z⁰ | z¹, ẑ⁰ = 1) is certain
+    x0, _ = make_prior(parameterization="x0", constant=0.8, final_step="sample")
+    assert (x0.sample(50, temperature=0.0, generator=torch.Generator().manual_seed(1)) == 1).all()
+    for bad in (-0.5, float("inf")):
+        with pytest.raises(ValueError, match="temperature"):
+            prior.sample(2, temperature=bad)
 
 
 @pytest.mark.parametrize("parameterization", ["direct", "x0", "residual"])

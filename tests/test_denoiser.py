@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from discrete_priors.nets import Denoiser, denoiser_preset
+from discrete_priors.nets import NETWORK_PRESETS, Denoiser, denoiser_preset, network_sizes
 
 GRID = (4, 4)
 N = 16
@@ -143,3 +143,15 @@ def test_invalid_inputs_raise():
         untimed(x, t)
     with pytest.raises(ValueError, match="labels must lie"):
         untimed(x, None, torch.tensor([0, 1, 3]))
+
+
+def test_network_presets_keep_the_sizes_saved_configs_were_built_with():
+    """Saved prior configs store preset and sizes; the table in nets/presets.py must not drift."""
+    assert NETWORK_PRESETS == {"tiny": dict(dim=64, depth=2, heads=2), "cpu": dict(dim=128, depth=4, heads=4),
+                               "paper": dict(dim=768, depth=24, heads=12)}
+    assert network_sizes("tiny", heads=4) == dict(dim=64, depth=2, heads=4)
+    assert network_sizes("cpu", dim=None, depth=None, heads=None) == denoiser_preset("cpu")
+    network_sizes("tiny")["dim"] = 1  # a copy: the table stays as it is
+    assert denoiser_preset("tiny")["dim"] == 64
+    with pytest.raises(ValueError, match="expected one of"):
+        network_sizes("huge")

@@ -4,6 +4,18 @@ Adding a prior: register it in ``discrete_priors/priors/__init__.py`` and add ON
 ``CASES`` below (registry name, tiny constructor kwargs, whether its nll is exact). Every test
 here then runs on it for each kind in its ``accepts``; kinds it does not accept are checked to
 fail at construction.
+
+Running the contract on a prior defined elsewhere (e.g. a test module's dummy prior)::
+
+    from discrete_priors.priors import register_prior
+    from tests.test_prior_contract import *  # noqa: F403  the contract tests and their parametrisation
+
+    register_prior("dummy", DummyPrior)
+    CASES = [("dummy", dict(preset="tiny"), True)]  # read by pytest_generate_tests from *that* module
+
+The contract tests take their cases from the ``CASES`` of the module they are collected in
+(:func:`pytest_generate_tests`); ``__all__`` lists them (the parameter-count comparison between
+the built-in priors is not part of the contract).
 """
 
 import inspect
@@ -14,7 +26,7 @@ import pytest
 import torch
 
 from discrete_priors.latents.base import KINDS, CodeSpec
-from discrete_priors.priors import PRIORS, build_prior, prior_from_config
+from discrete_priors.priors import PRIORS, build_prior, prior_from_config, register_prior, unregister_prior
 from discrete_priors.priors.base import LossOutput, NLLOutput, Prior
 
 # (registry name, tiny constructor kwargs, nll is exact)
@@ -47,10 +59,10 @@ def _prior_class(name: str):
     return PRIORS[name]
 
 
-def _cases(accepted: bool):
+def _cases(cases, accepted: bool):
     """pytest params (name, kwargs, exact, kind) for the kinds each prior accepts (or rejects)."""
     params = []
-    for name, kwargs, exact in CASES:
+    for name, kwargs, exact in cases:
         cls = _prior_class(name)
         if cls is None:
             params.append(pytest.param(name, kwargs, exact, "binary", id=f"{name}-missing",
@@ -62,8 +74,18 @@ def _cases(accepted: bool):
     return params
 
 
-ACCEPTED = _cases(accepted=True)
-REJECTED = _cases(accepted=False)
+def _on_rejected_kinds(test):
+    """Mark a contract test that runs on the kinds a prior does *not* accept."""
+    test.on_rejected_kinds = True
+    return test
+
+
+def pytest_generate_tests(metafunc):
+    """Parametrise every contract test (arguments name, kwargs, exact, kind) with the ``CASES`` of
+    the module it is collected in: this one, or one that imports the tests with ``*``."""
+    if {"name", "kwargs", "exact", "kind"} <= set(metafunc.fixturenames):
+        accepted = not getattr(metafunc.function, "on_rejected_kinds", False)
+        metafunc.parametrize("name,kwargs,exact,kind", _cases(metafunc.module.CASES, accepted))
 
 
 def _build(name, kwargs, kind, num_classes=None, seed=0) -> Prior:
@@ -89,7 +111,6 @@ def _check_layout(codes: torch.Tensor, kind: str, n: int) -> None:
         assert 0 <= codes.min() and codes.max() < spec.vocab_size
 
 
-@pytest.mark.parametrize("name,kwargs,exact,kind", ACCEPTED)
 def test_loss_is_finite_and_decreases_on_a_fixed_batch(name, kwargs, exact, kind):
     prior = _build(name, kwargs, kind)
     codes = _codes(kind)
@@ -108,7 +129,6 @@ def test_loss_is_finite_and_decreases_on_a_fixed_batch(name, kwargs, exact, kind
     assert last < 0.8 * first, losses  # measured: 0.19-0.56
 
 
-@pytest.mark.parametrize("name,kwargs,exact,kind", ACCEPTED)
 def test_forward_is_the_loss(name, kwargs, exact, kind):
     prior, codes = _build(name, kwargs, kind), _codes(kind)
     a = prior(codes, generator=torch.Generator().manual_seed(1)).loss
@@ -116,7 +136,6 @@ def test_forward_is_the_loss(name, kwargs, exact, kind):
     torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("name,kwargs,exact,kind", ACCEPTED)
 def test_sample_layout_and_seed_reproducibility(name, kwargs, exact, kind):
     prior = _build(name, kwargs, kind)
     a = prior.sample(8, generator=torch.Generator().manual_seed(0))
@@ -130,7 +149,6 @@ def test_sample_layout_and_seed_reproducibility(name, kwargs, exact, kind):
     assert prior.network_evals_per_sample(None, guidance=0.0) == evals
 
 
-@pytest.mark.parametrize("name,kwargs,exact,kind", ACCEPTED)
 def test_nll_shape_range_and_exact_flag(name, kwargs, exact, kind):
     prior = _build(name, kwargs, kind)
     out = prior.nll(_codes(kind, batch=6), generator=torch.Generator().manual_seed(0))
@@ -142,7 +160,6 @@ def test_nll_shape_range_and_exact_flag(name, kwargs, exact, kind):
     assert out.exact is exact
 
 
-@pytest.mark.parametrize("name,kwargs,exact,kind", ACCEPTED)
 def test_invalid_codes_raise_value_errors_naming_the_problem(name, kwargs, exact, kind):
     prior = _build(name, kwargs, kind)
     codes = _codes(kind, batch=4)
@@ -161,13 +178,12 @@ def test_invalid_codes_raise_value_errors_naming_the_problem(name, kwargs, exact
             prior.nll(wrong)
 
 
-@pytest.mark.parametrize("name,kwargs,exact,kind", REJECTED)
+@_on_rejected_kinds
 def test_unsupported_kind_fails_at_construction(name, kwargs, exact, kind):
     with pytest.raises(ValueError, match=kind):
         _build(name, kwargs, kind)
 
 
-@pytest.mark.parametrize("name,kwargs,exact,kind", ACCEPTED)
 def test_labels_on_an_unconditional_prior_raise(name, kwargs, exact, kind):
     prior = _build(name, kwargs, kind)
     labels = torch.zeros(4, dtype=torch.long)
@@ -177,7 +193,6 @@ def test_labels_on_an_unconditional_prior_raise(name, kwargs, exact, kind):
         prior.sample(4, labels=labels)
 
 
-@pytest.mark.parametrize("name,kwargs,exact,kind", ACCEPTED)
 def test_class_conditional_loss_and_guided_sampling(name, kwargs, exact, kind):
     prior = _build(name, kwargs, kind, num_classes=NUM_CLASSES)
     codes, labels = _codes(kind, batch=6), torch.tensor([0, 1, 2, 0, 1, 2])
@@ -196,7 +211,6 @@ def test_class_conditional_loss_and_guided_sampling(name, kwargs, exact, kind):
     assert torch.isfinite(prior.loss(codes, generator=torch.Generator().manual_seed(0)).loss)
 
 
-@pytest.mark.parametrize("name,kwargs,exact,kind", ACCEPTED)
 def test_inpainting_keeps_known_positions(name, kwargs, exact, kind):
     prior = _build(name, kwargs, kind)
     known = _codes(kind, batch=5, seed=3)
@@ -207,7 +221,6 @@ def test_inpainting_keeps_known_positions(name, kwargs, exact, kind):
     assert torch.equal(out[:, :2], known[:, :2])
 
 
-@pytest.mark.parametrize("name,kwargs,exact,kind", ACCEPTED)
 def test_sample_and_nll_keep_the_training_mode(request, name, kwargs, exact, kind):
     """A trainer draws preview samples and held-out nll mid-training: that must not switch the
     prior to eval mode behind its back (nor back to train mode during evaluation)."""
@@ -220,7 +233,6 @@ def test_sample_and_nll_keep_the_training_mode(request, name, kwargs, exact, kin
         assert all(m.training == training for m in prior.modules())
 
 
-@pytest.mark.parametrize("name,kwargs,exact,kind", ACCEPTED)
 def test_name_and_shared_constructor_conventions(name, kwargs, exact, kind):
     """Every prior is built the same way: ``name`` = registry name, network size from a preset
     with dim/depth/heads overrides, one label-dropout keyword; the config stores them."""
@@ -241,7 +253,6 @@ def test_name_and_shared_constructor_conventions(name, kwargs, exact, kind):
         build_prior(name, SPECS[kind], preset="huge")
 
 
-@pytest.mark.parametrize("name,kwargs,exact,kind", ACCEPTED)
 def test_config_is_json_and_rebuilds_an_identical_prior(name, kwargs, exact, kind):
     prior = _build(name, kwargs, kind, num_classes=NUM_CLASSES)
     config = json.loads(json.dumps({"name": prior.name, **prior.config}))
@@ -254,6 +265,45 @@ def test_config_is_json_and_rebuilds_an_identical_prior(name, kwargs, exact, kin
     torch.testing.assert_close(nll(rebuilt), nll(prior))
     draw = lambda p: p.sample(4, labels=labels, generator=torch.Generator().manual_seed(0))  # noqa: E731
     assert torch.equal(draw(rebuilt), draw(prior))
+
+
+__all__ = [  # the contract: what a module running it on its own CASES imports
+    "pytest_generate_tests",
+    "test_loss_is_finite_and_decreases_on_a_fixed_batch",
+    "test_forward_is_the_loss",
+    "test_sample_layout_and_seed_reproducibility",
+    "test_nll_shape_range_and_exact_flag",
+    "test_invalid_codes_raise_value_errors_naming_the_problem",
+    "test_unsupported_kind_fails_at_construction",
+    "test_labels_on_an_unconditional_prior_raise",
+    "test_class_conditional_loss_and_guided_sampling",
+    "test_inpainting_keeps_known_positions",
+    "test_sample_and_nll_keep_the_training_mode",
+    "test_name_and_shared_constructor_conventions",
+    "test_config_is_json_and_rebuilds_an_identical_prior",
+]
+
+
+def test_register_prior_adds_a_lazy_or_class_entry_and_refuses_mistakes():
+    from discrete_priors.priors.bernoulli import BernoulliDiffusion
+
+    register_prior("bernoulli-by-path", "discrete_priors.priors.bernoulli:BernoulliDiffusion")
+    try:
+        assert "bernoulli-by-path" in PRIORS and PRIORS["bernoulli-by-path"] is BernoulliDiffusion
+        assert isinstance(build_prior("bernoulli-by-path", SPECS["binary"], preset="tiny", timesteps=4), BernoulliDiffusion)
+    finally:
+        unregister_prior("bernoulli-by-path")
+    assert "bernoulli-by-path" not in PRIORS
+    register_prior("bernoulli", BernoulliDiffusion)  # the same prior again is a no-op
+    assert PRIORS["bernoulli"] is BernoulliDiffusion
+    with pytest.raises(ValueError, match="already registered"):
+        register_prior("bernoulli", "discrete_priors.priors.absorbing:AbsorbingDiffusion")
+    with pytest.raises(ValueError, match="expected 'other'"):
+        register_prior("other", BernoulliDiffusion)  # prior_from_config rebuilds by cls.name
+    with pytest.raises(ValueError, match="module:Class"):
+        register_prior("other", "no_module_here")
+    with pytest.raises(ValueError, match="module:Class"):
+        register_prior("other", dict)
 
 
 # "Same network size" is the premise of every comparison table: priors built with the same preset

@@ -22,22 +22,6 @@ from x_transformers import ContinuousTransformerWrapper, Encoder
 CONDS = ("adaln", "token")
 POS_EMBS = ("learned", "sincos")
 
-_PRESETS = {
-    # a few seconds of training in CI
-    "tiny": dict(dim=64, depth=2, heads=2),
-    # about 1M parameters: trains on a laptop CPU in minutes
-    "cpu": dict(dim=128, depth=4, heads=4),
-    # the Binary Latent Diffusion paper's transformer (24 layers, 768 wide, 12 heads)
-    "paper": dict(dim=768, depth=24, heads=12),
-}
-
-
-def denoiser_preset(name: str) -> dict:
-    """Width/depth/heads of a named size: ``"tiny"`` (CI), ``"cpu"`` (~1M params), ``"paper"``."""
-    if name not in _PRESETS:
-        raise ValueError(f"unknown denoiser preset {name!r}, expected one of {sorted(_PRESETS)}")
-    return dict(_PRESETS[name])
-
 
 def sinusoidal_embedding(values: torch.Tensor, dim: int, *, max_period: float = 10_000.0) -> torch.Tensor:
     """values: (...,) float -> (..., dim) [sin | cos] features at geometrically spaced frequencies."""

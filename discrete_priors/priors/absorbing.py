@@ -22,7 +22,9 @@ from torch import nn
 
 from discrete_priors.latents.base import CodeSpec
 from discrete_priors.nets.denoiser import Denoiser
-from discrete_priors.priors.base import LossOutput, NLLOutput, Prior, network_sizes
+from discrete_priors.nets.presets import network_sizes
+from discrete_priors.priors import sampling
+from discrete_priors.priors.base import LossOutput, NLLOutput, Prior
 
 LOSS_WEIGHTINGS = ("elbo", "reweighted", "mlm")
 ORDERS = ("random", "confidence")
@@ -76,18 +78,17 @@ class AbsorbingDiffusion(Prior):
         mask_input: str = "indicator",
         order: str = "random",
     ):
-        spec = CodeSpec.from_dict(spec) if isinstance(spec, dict) else spec
         super().__init__(spec, num_classes=num_classes, cond_drop_prob=cond_drop_prob)
+        spec = self.spec
         assert loss_weighting in LOSS_WEIGHTINGS, f"unknown loss_weighting {loss_weighting!r}, expected one of {LOSS_WEIGHTINGS}"
         assert order in ORDERS, f"unknown order {order!r}, expected one of {ORDERS}"
         assert mask_input in MASK_INPUTS, f"unknown mask_input {mask_input!r}, expected one of {MASK_INPUTS}"
         if timesteps < 1:
             raise ValueError(f"timesteps must be >= 1, got {timesteps}")
         sizes = network_sizes(preset, dim=dim, depth=depth, heads=heads)
-        self.config = dict(
-            spec=spec.to_dict(), num_classes=num_classes, preset=preset, **sizes, cond=cond, pos_emb=pos_emb,
-            cond_drop_prob=self.cond_drop_prob, timesteps=timesteps, loss_weighting=loss_weighting,
-            time_input=time_input, mask_input=mask_input, order=order,
+        self.config = self.shared_config(preset, sizes) | dict(
+            cond=cond, pos_emb=pos_emb, cond_drop_prob=self.cond_drop_prob, timesteps=timesteps,
+            loss_weighting=loss_weighting, time_input=time_input, mask_input=mask_input, order=order,
         )
         self.timesteps, self.loss_weighting, self.time_input = timesteps, loss_weighting, time_input
         self.mask_input, self.order = mask_input, order
@@ -103,10 +104,10 @@ class AbsorbingDiffusion(Prior):
 
     # -- randomness (drawn on the generator's device, then moved: works for CPU generators and GPU models)
     def draw_masks(self, batch: int, *, generator: torch.Generator | None = None):
-        """t: (B,) long uniform on {1..T}; masked: (B, N) bool, each True with prob t/T."""
-        device = generator.device if generator is not None else self.device
-        t = torch.randint(1, self.timesteps + 1, (batch,), generator=generator, device=device).to(self.device)
-        masked = self._uniform((batch, self.spec.num_positions), generator) < (t[:, None] / self.timesteps)
+        """t: (B,) long uniform on {1..T}; masked: (B, N) bool, each True with prob t/T
+        (:func:`sampling.mask_rate`)."""
+        t = self._steps(batch, generator)
+        masked = self._uniform((batch, self.spec.num_positions), generator) < sampling.mask_rate(t[:, None], self.timesteps)
         return t, masked
 
     # -- the network -------------------------------------------------------------------------
@@ -164,34 +165,10 @@ class AbsorbingDiffusion(Prior):
 
     # -- sampling ----------------------------------------------------------------------------
     def _guided_logits(self, codes, masked, t, labels, guidance):
-        if guidance == 0:
-            return self.logits(codes, masked, t, labels)
-        null = torch.full_like(labels, self.num_classes)
-        both = self.logits(torch.cat([codes, codes]), torch.cat([masked, masked]), torch.cat([t, t]), torch.cat([labels, null]))
-        cond, uncond = both.chunk(2)
-        if not self.binary:  # guide log-probabilities; for bits the logits are already log-odds
-            cond, uncond = cond.log_softmax(-1), uncond.log_softmax(-1)
-        return (1 + guidance) * cond - guidance * uncond
-
-    def _draw(self, logits: torch.Tensor, temperature: float, generator):
-        """Proposal codes for every position and their log-probability (B, N) under the
-        tempered distribution (temperature 0 = argmax)."""
-        if self.binary:
-            if temperature == 0:
-                bits = (logits > 0).float()
-            else:
-                logits = logits / temperature
-                bits = (self._uniform(logits.shape, generator) < torch.sigmoid(logits)).float()
-            logp = -F.binary_cross_entropy_with_logits(logits, bits, reduction="none").sum(-1)
-            return bits, logp
-        logp_all = (logits / max(temperature, 1e-8)).log_softmax(-1)
-        if temperature == 0:
-            tokens = logits.argmax(-1)
-        else:  # Gumbel-max: a draw from softmax(logits / τ) with our own uniforms
-            exponential = -torch.log(self._uniform(logits.shape, generator).clamp(min=1e-20))
-            gumbel = -torch.log(exponential.clamp(min=1e-20))
-            tokens = (logp_all + gumbel).argmax(-1)
-        return tokens, logp_all.gather(-1, tokens[..., None])[..., 0]
+        """:meth:`logits` guided (:func:`sampling.guided_logits`); categorical tokens guide their
+        log-probabilities, bits their logits (already log-odds)."""
+        return sampling.guided_logits(self.logits, (codes, masked, t), labels, guidance, null_class=self.num_classes,
+                                      log_softmax=not self.binary)
 
     @torch.no_grad()
     def sample(
@@ -215,18 +192,15 @@ class AbsorbingDiffusion(Prior):
         ``order="confidence"`` (MaskGIT) instead reveals the most confident proposals (highest
         log-prob of the drawn value) until round(U·s/T) stay masked, U = unknown positions.
         inpaint_mask: (n, N) bool over positions, True = known (from known_codes, never
-        changed); per-bit masks are refused. temperature 0 = argmax."""
+        changed); per-bit masks are refused. temperature τ: proposals from softmax(logits/τ);
+        τ = 0 proposes the argmax (the reveal order stays random for ``order="random"``; the
+        confidence order then ranks by the untempered log-probability; see :mod:`sampling`)."""
         order = self.order if order is None else order
         assert order in ORDERS, f"unknown order {order!r}, expected one of {ORDERS}"
         steps = self.timesteps if steps is None else int(steps)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
-        labels = self.check_labels(labels, n)
-        labels = labels.to(self.device) if labels is not None else None
-        if guidance != 0 and labels is None:
-            raise ValueError("classifier-free guidance needs labels (and a prior built with num_classes)")
+        labels = self.check_sampling(n, labels, guidance, temperature)
         inpaint_mask, known_codes = self.check_inpaint(inpaint_mask, known_codes, n)
         shape = (n, *self.spec.shape)
         codes = torch.zeros(shape, device=self.device, dtype=torch.float32 if self.binary else torch.long)
@@ -242,21 +216,17 @@ class AbsorbingDiffusion(Prior):
             expand = known[..., None] if self.binary else known
             codes = torch.where(expand, known_codes.to(self.device, codes.dtype), codes)
         unknown = masked.sum(-1)
-        times = [self.timesteps * k / steps for k in range(steps, -1, -1)]
-        loop = zip(times[:-1], times[1:])
-        if progress:
-            from tqdm import tqdm
-
-            loop = tqdm(list(loop), desc="absorbing sampling")
-        for t, s in loop:
+        times = sampling.time_grid(self.timesteps, steps)
+        for t, s in self.progress_bar(list(zip(times[:-1], times[1:])), "absorbing sampling", progress):
             if not masked.any():
                 break
             t_batch = torch.full((n,), t, device=self.device)
-            proposal, logp = self._draw(self._guided_logits(codes, masked, t_batch, labels, guidance), temperature, generator)
+            logits = self._guided_logits(codes, masked, t_batch, labels, guidance)
+            proposal, logp = sampling.draw(logits, bits=self.binary, temperature=temperature, generator=generator)
             if order == "random":
-                reveal = masked & (self._uniform(masked.shape, generator) < (t - s) / t)
+                reveal = masked & (self._uniform(masked.shape, generator) < sampling.reveal_prob(t, s))
             else:
-                count = (masked.sum(-1) - torch.round(unknown * s / self.timesteps).long()).clamp(min=0)
+                count = (masked.sum(-1) - sampling.masked_count(unknown, s, self.timesteps)).clamp(min=0)
                 confidence = torch.where(masked, logp, float("-inf"))
                 rank = confidence.argsort(-1, descending=True).argsort(-1)
                 reveal = masked & (rank < count[:, None])

@@ -23,7 +23,9 @@ from einops import reduce
 
 from discrete_priors.latents.base import CodeSpec
 from discrete_priors.nets.causal import CausalTransformer, start_indices
-from discrete_priors.priors.base import LossOutput, NLLOutput, Prior, network_sizes
+from discrete_priors.nets.presets import network_sizes
+from discrete_priors.priors import sampling
+from discrete_priors.priors.base import LossOutput, NLLOutput, Prior
 
 
 class AutoregressivePrior(Prior):
@@ -31,9 +33,9 @@ class AutoregressivePrior(Prior):
 
     spec:        the code spec (a :class:`CodeSpec` or its ``to_dict()``).
     num_classes: None (unconditional) or the number of classes; labels in [0, num_classes).
-    preset:      a denoiser size preset (``"tiny"``, ``"cpu"``, ``"paper"``) so the network has
-                 the same dim/depth/heads as the diffusion priors'; dim/depth/heads override it
-                 when not None.
+    preset:      a network size (``"tiny"``, ``"cpu"``, ``"paper"``; :mod:`discrete_priors.nets.presets`)
+                 so the network has the same dim/depth/heads as the diffusion priors';
+                 dim/depth/heads override it when not None.
     pos_emb:     ``"learned"`` or ``"sincos"`` (2-D fixed).
     cond_drop_prob: probability of replacing a label by the null class per sample in training.
     """
@@ -53,12 +55,10 @@ class AutoregressivePrior(Prior):
         pos_emb: str = "learned",
         cond_drop_prob: float = 0.1,
     ):
-        if isinstance(spec, dict):
-            spec = CodeSpec.from_dict(spec)
         super().__init__(spec, num_classes=num_classes, cond_drop_prob=cond_drop_prob)
+        spec = self.spec
         sizes = network_sizes(preset, dim=dim, depth=depth, heads=heads)
-        self.config = dict(spec=spec.to_dict(), num_classes=num_classes, preset=preset, **sizes, pos_emb=pos_emb,
-                           cond_drop_prob=self.cond_drop_prob)
+        self.config = self.shared_config(preset, sizes) | dict(pos_emb=pos_emb, cond_drop_prob=self.cond_drop_prob)
         self.binary = spec.kind == "binary"
         io = dict(in_dim=spec.channels, out_dim=spec.channels) if self.binary else dict(vocab_size=spec.vocab_size, out_dim=spec.vocab_size)
         self.net = CausalTransformer(
@@ -150,7 +150,8 @@ class AutoregressivePrior(Prior):
     ) -> torch.Tensor:
         """Draw n codes position by position: (n, N, c) float {0,1} or (n, N) long.
 
-        temperature: logits / τ (τ = 0: greedy). guidance w: ℓ = (1+w) ℓ_cond − w ℓ_uncond on
+        temperature τ: each position drawn from softmax(logits/τ) (bits: σ(logits/τ)); τ = 0 is
+        greedy, the argmax (:mod:`sampling`). guidance w: ℓ = (1+w) ℓ_cond − w ℓ_uncond on
         logits (needs labels). top_k: keep the k most likely tokens (categorical only).
         inpaint_mask/known_codes: positions 0..m−1 (a prefix per row, (n, N) or whole-position
         (n, N, c) mask) are copied from known_codes, so the rest is an exact conditional sample.
@@ -159,11 +160,7 @@ class AutoregressivePrior(Prior):
         self._check_steps(steps)
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        if not (temperature >= 0 and math.isfinite(temperature)):
-            raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
-        labels = self.check_labels(labels, n)
-        if guidance != 0 and labels is None:
-            raise ValueError("classifier-free guidance needs labels (and a prior built with num_classes)")
+        labels = self.check_sampling(n, labels, guidance, temperature)
         if top_k is not None and (self.binary or not 1 <= top_k <= self.spec.vocab_size):
             raise ValueError(f"top_k applies to categorical codes only, with 1 <= top_k <= {self.spec.vocab_size}; got {top_k}")
         mask, known = self.check_inpaint(inpaint_mask, known_codes, n)
@@ -175,15 +172,10 @@ class AutoregressivePrior(Prior):
         start = start_indices(labels, n, self.num_classes, device)
         guided = guidance != 0
         if guided:
-            start = torch.cat([start, torch.full_like(start, self.num_classes)])
+            start = sampling.with_null_labels(start, self.num_classes)
         codes = torch.zeros((n, *self.spec.shape), device=device, dtype=torch.float32 if self.binary else torch.long)
-        positions = range(self.spec.num_positions)
-        if progress:
-            from tqdm.auto import tqdm
-
-            positions = tqdm(positions, desc="autoregressive sampling")
         cache = None
-        for i in positions:
+        for i in self.progress_bar(range(self.spec.num_positions), "autoregressive sampling", progress):
             if use_cache:
                 token = None if i == 0 else self._inputs(codes[:, i - 1])
                 if token is not None and guided:
@@ -193,26 +185,9 @@ class AutoregressivePrior(Prior):
                 inputs = self._inputs(codes[:, :i])
                 logits = self.net(torch.cat([inputs, inputs]) if guided else inputs, start)[:, -1]
             if guided:
-                cond, uncond = logits.chunk(2)
-                logits = (1 + guidance) * cond - guidance * uncond
-            value = self._draw(logits, temperature, top_k, generator)
+                logits = sampling.combine_guided(logits, guidance)
+            value = sampling.draw(logits, bits=self.binary, temperature=temperature, top_k=top_k, generator=generator).values
             if known_pos is not None:
                 value = torch.where(known_pos[:, i, None] if self.binary else known_pos[:, i], known[:, i], value)
             codes[:, i] = value
         return codes
-
-    def _draw(self, logits: torch.Tensor, temperature: float, top_k: int | None, generator) -> torch.Tensor:
-        """logits (n, c) -> bits (n, c) float, or (n, K) -> tokens (n,) long."""
-        if self.binary:
-            if temperature == 0:
-                return (logits > 0).float()
-            return (self._uniform(logits.shape, generator) < torch.sigmoid(logits / temperature)).float()
-        if top_k is not None:
-            kth = logits.topk(top_k, dim=-1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        if temperature == 0:
-            return logits.argmax(-1)
-        # inverse CDF with our own uniform (torch.multinomial needs the generator on the probs' device)
-        cdf = torch.softmax(logits / temperature, dim=-1).cumsum(-1)
-        token = (cdf <= self._uniform((logits.shape[0], 1), generator) * cdf[:, -1:]).sum(-1)
-        return token.clamp(max=logits.shape[-1] - 1)

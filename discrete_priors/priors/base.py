@@ -10,12 +10,16 @@ Conventions every prior's constructor follows, so the comparison runners build t
     Prior(spec, *, num_classes=None, preset="cpu", dim=None, depth=None, heads=None,
           ..., cond_drop_prob=0.1, ...)
 
-``preset`` names a network size (:func:`~discrete_priors.nets.denoiser.denoiser_preset`:
+``preset`` names a network size (:data:`~discrete_priors.nets.presets.NETWORK_PRESETS`:
 "tiny", "cpu", "paper"); ``dim``/``depth``/``heads`` override it when not None (see
-:func:`network_sizes`), and ``self.config`` stores the resolved sizes next to the preset name.
+:func:`~discrete_priors.nets.presets.network_sizes`), and ``self.config`` starts with the spec,
+``num_classes``, the preset name and the resolved sizes (:meth:`Prior.shared_config`).
 ``cond_drop_prob`` is the per-sample probability, in training mode only, of replacing a label by
 the null class (classifier-free guidance, https://arxiv.org/abs/2207.12598). ``name`` (class
 attribute) is the registry name, so ``prior_from_config({"name": p.name, **p.config})`` rebuilds p.
+
+Sampling is built from :mod:`discrete_priors.priors.sampling` (guidance, draws, temperature —
+τ = 0 is the argmax for every prior — and mask schedules).
 """
 
 from __future__ import annotations
@@ -26,17 +30,8 @@ import torch
 from torch import nn
 
 from discrete_priors.latents.base import CodeSpec
+from discrete_priors.priors import sampling
 from discrete_priors.training import LossOutput  # the trainer's contract: what forward returns
-
-
-def network_sizes(preset: str = "cpu", *, dim: int | None = None, depth: int | None = None,
-                  heads: int | None = None) -> dict:
-    """``dict(dim, depth, heads)`` of the named preset with every non-None override applied."""
-    # imported here so that importing the interface does not pull in x-transformers
-    from discrete_priors.nets.denoiser import denoiser_preset
-
-    overrides = {key: value for key, value in dict(dim=dim, depth=depth, heads=heads).items() if value is not None}
-    return denoiser_preset(preset) | overrides
 
 
 class NLLOutput(NamedTuple):
@@ -54,8 +49,9 @@ class Prior(nn.Module):
     accepts: frozenset = frozenset()
     name: str = ""
 
-    def __init__(self, spec: CodeSpec, *, num_classes: int | None = None, cond_drop_prob: float = 0.0):
+    def __init__(self, spec: CodeSpec | dict, *, num_classes: int | None = None, cond_drop_prob: float = 0.0):
         super().__init__()
+        spec = CodeSpec.from_dict(spec) if isinstance(spec, dict) else spec
         if spec.kind not in self.accepts:
             raise ValueError(f"{type(self).__name__} accepts {sorted(self.accepts)} codes, got a {spec.kind!r} code spec")
         if num_classes is not None and num_classes < 1:
@@ -66,11 +62,18 @@ class Prior(nn.Module):
         self.num_classes = num_classes
         self.cond_drop_prob = float(cond_drop_prob)
 
+    def shared_config(self, preset: str, sizes: dict) -> dict:
+        """The first keys of every prior's config: spec, num_classes, preset and resolved sizes."""
+        return dict(spec=self.spec.to_dict(), num_classes=self.num_classes, preset=preset, **sizes)
+
     # -- randomness and label dropout shared by every prior -----------------------------------
     def _uniform(self, shape, generator: torch.Generator | None) -> torch.Tensor:
         """U(0,1) drawn on the generator's device, then moved: a CPU generator drives a GPU model."""
-        device = generator.device if generator is not None else self.device
-        return torch.rand(shape, generator=generator, device=device).to(self.device)
+        return sampling.uniform(shape, generator, self.device)
+
+    def _steps(self, batch: int, generator: torch.Generator | None) -> torch.Tensor:
+        """(B,) long diffusion steps uniform on {1..T} (``self.timesteps``), drawn like :meth:`_uniform`."""
+        return sampling.randint(1, self.timesteps + 1, (batch,), generator, self.device)
 
     def drop_labels(self, labels: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor | None:
         """labels (B,) with each replaced by the null class ``num_classes`` with probability
@@ -115,6 +118,23 @@ class Prior(nn.Module):
             )
         return mask, known
 
+    def check_sampling(self, n: int, labels: torch.Tensor | None, guidance: float, temperature: float):
+        """The checks every ``sample()`` starts with: labels (moved to the prior's device; needed
+        by guidance) and temperature (:func:`sampling.check_temperature`). Returns the labels."""
+        sampling.check_temperature(temperature)
+        labels = self.check_labels(labels, n)
+        sampling.check_guidance(guidance, labels)
+        return labels.to(self.device) if labels is not None else None
+
+    @staticmethod
+    def progress_bar(iterable, desc: str, progress: bool):
+        """``iterable`` wrapped in a tqdm bar when ``progress``."""
+        if not progress:
+            return iterable
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, desc=desc)
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
@@ -142,7 +162,9 @@ class Prior(nn.Module):
         generator: torch.Generator | None = None,
         progress: bool = False,
     ) -> torch.Tensor:
-        """n codes in the layout of ``self.spec``. ``steps=None`` is the prior's default."""
+        """n codes in the layout of ``self.spec``. ``steps=None`` is the prior's default.
+        ``temperature`` τ divides the logits of the network's predicted distribution; τ = 0 takes
+        its argmax (the limit τ → 0⁺; see :mod:`discrete_priors.priors.sampling`)."""
         raise NotImplementedError
 
     @torch.no_grad()

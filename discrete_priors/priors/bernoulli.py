@@ -20,8 +20,10 @@ import torch.nn.functional as F
 
 from discrete_priors.latents.base import CodeSpec
 from discrete_priors.nets.denoiser import Denoiser
+from discrete_priors.nets.presets import network_sizes
 from discrete_priors.priors import bernoulli_math as bm
-from discrete_priors.priors.base import LossOutput, NLLOutput, Prior, network_sizes
+from discrete_priors.priors import sampling
+from discrete_priors.priors.base import LossOutput, NLLOutput, Prior
 from discrete_priors.priors.schedules import SCHEDULES, make_schedule
 
 LOSS_BALANCES = ("none", "class_balanced")
@@ -53,7 +55,7 @@ def sampling_grid(timesteps: int, steps: int) -> torch.Tensor:
 class BernoulliDiffusion(Prior):
     """Bernoulli diffusion on binary codes (B, N, c) (SPEC section 2).
 
-    preset: network size ("tiny" | "cpu" | "paper", :func:`denoiser_preset`); dim/depth/heads
+    preset: network size ("tiny" | "cpu" | "paper", :data:`~discrete_priors.nets.presets.NETWORK_PRESETS`); dim/depth/heads
       override it when not None. cond ("adaln" | "token": how t and the label enter) and pos_emb
       ("learned" | "sincos") are passed to the :class:`Denoiser`. The default "token" keeps the
       parameter count within 4% of the other priors at the same preset (adaLN adds ~40%), and
@@ -70,7 +72,7 @@ class BernoulliDiffusion(Prior):
       | "sample" (draw the last reverse step; under the mixture form that is z⁰ ~ B(p̂)).
     cond_drop_prob: per-sample probability of training with the null label (classifier-free guidance).
     inpaint_renoise: re-impose known bits re-noised to the current step (True) or clean (False).
-    default_steps, temperature: sampling defaults.
+    default_steps, temperature: sampling defaults (τ >= 0; 0 = argmax, see :meth:`sample`).
 
     The ``direct`` target is BCE against the exact posterior probability q(zᵗ⁻¹=1 | zᵗ, z⁰)
     (a soft target: same expected gradient as a sampled zᵗ⁻¹, lower variance). Its network is
@@ -104,9 +106,8 @@ class BernoulliDiffusion(Prior):
         default_steps: int | None = None,
         temperature: float = 1.0,
     ):
-        if isinstance(spec, dict):
-            spec = CodeSpec.from_dict(spec)
         super().__init__(spec, num_classes=num_classes, cond_drop_prob=cond_drop_prob)
+        spec = self.spec
         assert schedule in SCHEDULES, f"unknown schedule {schedule!r}, expected one of {SCHEDULES}"
         assert parameterization in bm.PARAMETERIZATIONS, f"unknown parameterization {parameterization!r}"
         assert reverse in bm.REVERSE_FORMS, f"unknown reverse form {reverse!r}, expected one of {bm.REVERSE_FORMS}"
@@ -115,16 +116,14 @@ class BernoulliDiffusion(Prior):
         assert final_step in FINAL_STEPS, f"unknown final_step {final_step!r}, expected one of {FINAL_STEPS}"
         if vlb_weight < 0:
             raise ValueError(f"vlb_weight must be >= 0, got {vlb_weight}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        sampling.check_temperature(temperature)
         default_steps = timesteps if default_steps is None else default_steps
         sampling_grid(timesteps, default_steps)  # validates both
         if parameterization == "direct" and default_steps != timesteps:
             raise ValueError(f"parameterization 'direct' samples one step at a time: default_steps must be T={timesteps}")
         sizes = network_sizes(preset, dim=dim, depth=depth, heads=heads)
-        self.config = dict(
-            spec=spec.to_dict(), num_classes=num_classes, preset=preset, **sizes, cond=cond, pos_emb=pos_emb,
-            cond_drop_prob=self.cond_drop_prob, timesteps=timesteps, schedule=schedule, parameterization=parameterization,
+        self.config = self.shared_config(preset, sizes) | dict(
+            cond=cond, pos_emb=pos_emb, cond_drop_prob=self.cond_drop_prob, timesteps=timesteps, schedule=schedule, parameterization=parameterization,
             reverse=reverse, loss_balance=loss_balance, vlb_weight=float(vlb_weight), time_weighting=time_weighting,
             final_step=final_step, inpaint_renoise=bool(inpaint_renoise), default_steps=default_steps,
             temperature=float(temperature),
@@ -148,13 +147,9 @@ class BernoulliDiffusion(Prior):
         return self.net(z_t * 2 - 1, t.to(z_t.dtype) / self.timesteps, labels).to(z_t.dtype)
 
     def guided_logits(self, z_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, guidance: float) -> torch.Tensor:
-        """ℓ = (1 + w) ℓ_cond − w ℓ_uncond, both passes in one batch; w = 0 is one conditional pass."""
-        if guidance == 0.0:
-            return self.net_logits(z_t, t, labels)
-        null = torch.full_like(labels, self.num_classes)
-        both = self.net_logits(torch.cat([z_t, z_t]), torch.cat([t, t]), torch.cat([labels, null]))
-        cond, uncond = both.chunk(2)
-        return (1 + guidance) * cond - guidance * uncond
+        """ℓ = (1 + w) ℓ_cond − w ℓ_uncond, both passes in one batch; w = 0 is one conditional pass
+        (:func:`sampling.guided_logits`)."""
+        return sampling.guided_logits(self.net_logits, (z_t, t), labels, guidance, null_class=self.num_classes)
 
     def reverse_logits(self, z_t, net_logits, t, s, *, form: str | None = None) -> torch.Tensor:
         """Logit of p_θ(zˢ=1 | zᵗ) for steps t > s (ints or (B,) long)."""
@@ -169,8 +164,7 @@ class BernoulliDiffusion(Prior):
         z0 = self.check_codes(codes)
         batch = z0.shape[0]
         labels = self.check_labels(labels, batch)
-        device = generator.device if generator is not None else self.device
-        t = torch.randint(1, self.timesteps + 1, (batch,), generator=generator, device=device).to(self.device)
+        t = self._steps(batch, generator)
         keep_t = self.schedule.k(t).to(device=z0.device, dtype=z0.dtype).reshape(-1, 1, 1)
         z_t = bm.q_sample(z0, keep_t, generator=generator)
         logits = self.net_logits(z_t, t, self.drop_labels(labels, generator))
@@ -264,8 +258,11 @@ class BernoulliDiffusion(Prior):
         inpaint_renoise: bool | None = None,
     ) -> torch.Tensor:
         """n codes (n, N, c) in {0,1}. Grid: :func:`sampling_grid` (T → 0 in ``steps`` jumps, each an
-        exact multi-step posterior); network time input t/T; logits guided then divided by
-        ``temperature``; inpainting re-imposes known bits after every step. ``reverse``,
+        exact multi-step posterior); network time input t/T; the network's logits guided, then
+        divided by ``temperature`` τ (:func:`sampling.temper`; τ = 0 is the limit τ → 0⁺: the
+        prediction made hard — ẑ⁰ = its argmax for x0/residual, each step's argmax for direct —
+        while the posterior step given ẑ⁰ is still drawn); inpainting re-imposes known bits after
+        every step. ``reverse``,
         ``final_step``, ``inpaint_renoise`` override the config for this call (ablations on
         one trained model)."""
         steps = self.default_steps if steps is None else steps
@@ -275,14 +272,10 @@ class BernoulliDiffusion(Prior):
         renoise = self.inpaint_renoise if inpaint_renoise is None else inpaint_renoise
         assert reverse in bm.REVERSE_FORMS, f"unknown reverse form {reverse!r}"
         assert final_step in FINAL_STEPS, f"unknown final_step {final_step!r}"
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
         grid = sampling_grid(self.timesteps, steps)
         if self.parameterization == "direct" and steps != self.timesteps:
             raise ValueError(f"parameterization 'direct' predicts one step t -> t-1 only: sample with steps={self.timesteps}, got {steps}")
-        labels = self.check_labels(labels, n)
-        if guidance != 0.0 and labels is None:
-            raise ValueError("classifier-free guidance (guidance != 0) needs labels")
+        labels = self.check_sampling(n, labels, guidance, temperature)
         mask, known = self.check_inpaint(inpaint_mask, known_codes, n)
         if mask is not None:
             mask = (mask[..., None].expand_as(known) if mask.dim() == 2 else mask).to(self.device)
@@ -291,14 +284,10 @@ class BernoulliDiffusion(Prior):
         if mask is not None:
             known = known.to(device=self.device, dtype=dtype)
             z = torch.where(mask, self._known_at(known, self.timesteps, renoise, generator), z)
-        pairs = list(zip(grid[:-1].tolist(), grid[1:].tolist()))
-        if progress:
-            from tqdm.auto import tqdm
-
-            pairs = tqdm(pairs, desc="bernoulli sampling")
+        pairs = self.progress_bar(list(zip(grid[:-1].tolist(), grid[1:].tolist())), "bernoulli sampling", progress)
         for t_val, s_val in pairs:
             t = torch.full((n,), t_val, dtype=torch.long, device=self.device)
-            logits = self.guided_logits(z, t, labels, guidance) / temperature
+            logits = sampling.temper(self.guided_logits(z, t, labels, guidance), temperature)
             if s_val == 0 and final_step == "threshold":
                 # p̂(z⁰=1) > ½ ⇔ its logit > 0 (for direct the logits are already p(z⁰ | z¹))
                 x0 = logits if self.parameterization == "direct" else bm.x0_logits(logits, z, self.parameterization)

@@ -19,6 +19,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from discrete_priors.priors.sampling import bernoulli  # noqa: F401  (the draw q_sample makes; callers use bm.bernoulli)
 from discrete_priors.priors.schedules import Schedule
 
 PARAMETERIZATIONS = ("direct", "x0", "residual")
@@ -50,13 +51,6 @@ def make_jump(schedule: Schedule, t, s, *, dtype=torch.float32, device=None, ndi
 
 def _safe_log(x: torch.Tensor) -> torch.Tensor:
     return torch.log(x.clamp_min(torch.finfo(x.dtype).tiny))
-
-
-def bernoulli(one_prob: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Draw {0,1} floats with P(1) = one_prob, using ``generator`` (may live on another device)."""
-    device = generator.device if generator is not None else one_prob.device
-    u = torch.rand(one_prob.shape, generator=generator, device=device, dtype=one_prob.dtype)
-    return (u.to(one_prob.device) < one_prob).to(one_prob.dtype)
 
 
 def forward_one_prob(z0: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
