@@ -131,7 +131,8 @@ class LatentFormat(NamedTuple):
     named: dict  # what a format name fixes besides its size
 
 
-# one entry per latent space of discrete_priors.latents.LATENTS (tests/test_cli.py holds them equal)
+# the latent spaces of discrete_priors.latents.LATENTS that the CLI flags and runner folder names
+# can configure; a new latent space adds its line here to be trained from the command line
 LATENT_FORMATS = {
     "binary": LatentFormat("c", ("bits",), {}),
     "vq": LatentFormat("K", ("codebook_size", "dim"), {"dim": 8}),
@@ -142,7 +143,8 @@ LATENT_FORMATS = {
 def latent_kwargs(kind: str, *, bits: int = 32, codebook_size: int = 512, dim: int = 8, kl_weight: float = 0.0) -> dict:
     """The latent-space config of ``kind`` from the CLI's flat flags (each kind takes its own)."""
     if kind not in LATENT_FORMATS:
-        raise ValueError(f"unknown latent kind {kind!r}, expected one of {', '.join(LATENT_FORMATS)}")
+        raise ValueError(f"unknown latent kind {kind!r}, expected one of {', '.join(LATENT_FORMATS)} "
+                         "(a latent space of discrete_priors.latents needs a line in pipeline.LATENT_FORMATS)")
     flags = {"bits": bits, "codebook_size": codebook_size, "dim": dim, "kl_weight": kl_weight}
     return {"kind": kind} | {key: flags[key] for key in LATENT_FORMATS[kind].flags}
 

@@ -54,7 +54,8 @@ def test_choices_are_the_registries():
     assert prior["loss_balance"] == bernoulli.LOSS_BALANCES  # read from the source, not imported
     assert prior["loss_weighting"] == absorbing.LOSS_WEIGHTINGS
     ae = _choices("train-ae")
-    assert ae["latent"] == tuple(LATENTS) == tuple(LATENT_FORMATS) == ("binary", "vq", "continuous")
+    assert ae["latent"] == tuple(LATENTS) == ("binary", "vq", "continuous")
+    assert set(LATENT_FORMATS) <= set(LATENTS)
     assert ae["preset"] == tuple(PRESETS) and ae["dataset"] == DATASETS
 
 
