@@ -17,20 +17,26 @@ step count; parameter count. A ``real`` row gives the same metrics for held-out 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from discrete_priors import evaluate, pipeline
 from discrete_priors.data import load_latent_cache
-from experiments.common import (Preset, SharedLatents, ensure_samplers_prior, pending, record, scoring_for,
+from experiments.common import (Preset, SharedLatents, done, ensure_samplers_prior, pending, record, scoring_for,
                                 shared_binary_latents, shared_latents)
 
 PRIORS = ("bernoulli", "absorbing", "autoregressive")
 VQ_PRIORS = ("absorbing", "autoregressive")  # the priors that model VQ tokens (Bernoulli diffusion needs bits)
 
 
-def variants(preset: Preset, *, priors=PRIORS, vq_priors=VQ_PRIORS) -> dict[str, tuple[str, bool]]:
-    """Row name -> (prior, whether it models the VQ latents rather than the binary ones)."""
+class Row(NamedTuple):
+    prior: str
+    on_vq: bool  # models the VQ latents' tokens rather than the shared binary codes
+
+
+def variants(preset: Preset, *, priors=PRIORS, vq_priors=VQ_PRIORS) -> dict[str, Row]:
+    """Row name -> which prior it trains, on which latents."""
     vq_name = f"vq-K{preset.vq_codebook}"
-    return {name: (name, False) for name in priors} | {f"{name}/latents={vq_name}": (name, True) for name in vq_priors}
+    return {name: Row(name, False) for name in priors} | {f"{name}/latents={vq_name}": Row(name, True) for name in vq_priors}
 
 
 def run(preset: Preset, out: Path, *, priors=PRIORS, vq_priors=VQ_PRIORS, data_dir=None,
@@ -40,7 +46,7 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, vq_priors=VQ_PRIORS, data_d
     rows = variants(preset, priors=priors, vq_priors=vq_priors)
 
     for seed in preset.seeds:
-        if pending(out, preset=preset, experiment="samplers", variants=["real"], seed=seed):
+        if not done(out, preset=preset, experiment="samplers", variant="real", seed=seed):
             values = scoring.scorer.real_row(preset.num_samples)
             record(out, experiment="samplers", variant="real", seed=seed, values=values,
                    extractor=scoring.extractor.name, num_samples=min(len(scoring.train), preset.num_samples),
@@ -49,12 +55,11 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, vq_priors=VQ_PRIORS, data_d
         if not todo:
             continue
         binary = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
-        if any(rows[v][1] for v in todo):
+        if any(rows[v].on_vq for v in todo):
             vq = shared_latents(preset, out, name=f"vq-K{preset.vq_codebook}", seed=seed, data_dir=data_dir)
         for variant in todo:
-            name, on_vq = rows[variant]
-            latents = vq if on_vq else binary
-            prior_dir = ensure_samplers_prior(preset, out, latents=latents, prior=name, seed=seed)
+            latents = vq if rows[variant].on_vq else binary
+            prior_dir = ensure_samplers_prior(preset, out, latents=latents, prior=rows[variant].prior, seed=seed)
             values = evaluate_prior(preset, prior_dir, latents, scoring.scorer, seed=seed, progress=progress,
                                     samples_dir=out / "samples" / "samplers" / f"{variant.replace('/', '_')}-seed{seed}")
             record(out, experiment="samplers", variant=variant, seed=seed, values=values,
