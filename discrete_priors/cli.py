@@ -7,23 +7,46 @@
     eval         one tidy result row of metrics for a prior (or a folder of samples)
     demo         the whole pipeline on the embedded digits data
 
-Every command resumes from what is already on disk where that makes sense.
+Every command resumes from what is already on disk where that makes sense. The choices of each
+option and their help are read from the registries (priors, latent spaces, schedules, loss
+options, presets), so a new entry there shows up here. This module is argparse only: what a
+command does is in commands.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib.util
 import json
 import sys
-from pathlib import Path
 
-import torch
+from discrete_priors.autoencoder.presets import PRESETS as AE_PRESETS
+from discrete_priors.data import DATASETS
+from discrete_priors.latents import LATENTS
+from discrete_priors.priors import PRIORS
+from discrete_priors.priors.bernoulli_math import PARAMETERIZATIONS, REVERSE_FORMS
+from discrete_priors.priors.schedules import SCHEDULES
 
 HELP_FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
 
+def module_constant(module: str, name: str) -> tuple:
+    """The literal tuple ``name`` of ``module``, read from its source without importing it: the
+    prior modules import x-transformers (3 s), which ``--help`` should not wait for."""
+    source = open(importlib.util.find_spec(module).origin, encoding="utf-8").read()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return tuple(ast.literal_eval(node.value))
+    raise LookupError(f"{module} defines no literal constant {name}")
+
+
+LOSS_BALANCES = module_constant("discrete_priors.priors.bernoulli", "LOSS_BALANCES")
+LOSS_WEIGHTINGS = module_constant("discrete_priors.priors.absorbing", "LOSS_WEIGHTINGS")
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="digits", choices=["digits", "fashion-mnist", "image-folder"],
+    p.add_argument("--dataset", default="digits", choices=DATASETS,
                    help="digits: scikit-learn's embedded 8x8 digits; fashion-mnist: idx files from --data-dir, "
                         "$DISCRETE_PRIORS_DATA or /usr/share/datasets/fashion-mnist; image-folder: images under --data-dir")
     p.add_argument("--size", type=int, default=None, help="resize images to SIZE x SIZE (digits default 16, fashion-mnist 28)")
@@ -50,13 +73,6 @@ def _add_train_args(p: argparse.ArgumentParser, *, steps: int, batch_size: int, 
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
 
 
-def _train_config(args) -> dict:
-    return {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
-            "warmup_steps": args.warmup_steps, "schedule": args.lr_schedule, "min_lr_ratio": args.min_lr_ratio,
-            "grad_clip": args.grad_clip, "ema_decay": args.ema_decay,
-            "checkpoint_every": args.checkpoint_every, "seed": args.seed, "device": args.device}
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="discrete-priors", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
@@ -64,12 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-ae", help="train an autoencoder", formatter_class=HELP_FORMATTER,
                        description="Train an autoencoder whose latent space is binary, VQ or continuous (same backbone).")
     _add_data_args(p)
-    p.add_argument("--latent", default="binary", choices=["binary", "vq", "continuous"], help="latent space")
+    p.add_argument("--latent", default="binary", choices=list(LATENTS), help="latent space")
     p.add_argument("--bits", type=int, default=32, help="binary: bits per latent position (c)")
     p.add_argument("--codebook-size", type=int, default=512, help="vq: number of codebook vectors K")
     p.add_argument("--latent-dim", type=int, default=8, help="vq / continuous: latent vector size")
     p.add_argument("--kl-weight", type=float, default=0.0, help="continuous: KL weight (0 = plain autoencoder)")
-    p.add_argument("--preset", default="cpu-digits", help="architecture preset: tiny, cpu-digits, cpu-fashion, paper")
+    p.add_argument("--preset", default="cpu-digits", choices=list(AE_PRESETS), help="architecture preset")
     p.add_argument("--adversarial-weight", type=float, default=0.0, help="PatchGAN hinge loss weight (0 disables)")
     p.add_argument("--disc-start", type=int, default=0, help="step at which the adversarial loss starts")
     p.add_argument("--recon-loss", default=None, choices=["l1", "mse"], help="reconstruction loss (preset default if unset)")
@@ -95,15 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-prior", help="train a prior on a latent cache", formatter_class=HELP_FORMATTER,
                        description="Train a prior over latent codes. Options that do not apply to the chosen prior are rejected.")
     p.add_argument("--latents", required=True, help="latent cache directory (from encode)")
-    p.add_argument("--prior", default="bernoulli", choices=["bernoulli", "absorbing", "autoregressive"], help="which prior")
+    p.add_argument("--prior", default="bernoulli", choices=list(PRIORS), help="which prior")
     p.add_argument("--net", default="cpu", help="network size preset shared by all priors: tiny, cpu, paper")
     p.add_argument("--timesteps", type=int, default=None, help="diffusion steps T (prior default if unset)")
-    p.add_argument("--schedule", default=None, choices=["linear", "cosine", "sigmoid"], help="bernoulli: noise schedule")
-    p.add_argument("--parameterization", default=None, choices=["direct", "x0", "residual"], help="bernoulli: network target")
-    p.add_argument("--reverse", default=None, choices=["mixture", "joint"], help="bernoulli: reverse-step form")
-    p.add_argument("--loss-balance", default=None, choices=["none", "class_balanced"], help="bernoulli: BCE balancing")
+    p.add_argument("--schedule", default=None, choices=SCHEDULES, help="bernoulli: noise schedule")
+    p.add_argument("--parameterization", default=None, choices=PARAMETERIZATIONS, help="bernoulli: network target")
+    p.add_argument("--reverse", default=None, choices=REVERSE_FORMS, help="bernoulli: reverse-step form")
+    p.add_argument("--loss-balance", default=None, choices=LOSS_BALANCES, help="bernoulli: BCE balancing")
     p.add_argument("--vlb-weight", type=float, default=None, help="bernoulli: weight λ of the VLB term")
-    p.add_argument("--loss-weighting", default=None, choices=["elbo", "reweighted", "mlm"], help="absorbing: loss weighting")
+    p.add_argument("--loss-weighting", default=None, choices=LOSS_WEIGHTINGS, help="absorbing: loss weighting")
     p.add_argument("--class-conditional", action="store_true", help="condition on labels (classifier-free guidance ready)")
     p.add_argument("--resample", action="store_true", help="binary: draw fresh codes from the cached probabilities each step")
     _add_train_args(p, steps=3000, batch_size=128, lr=1e-3, ema_decay=0.999)
@@ -160,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from discrete_priors import commands
+    from discrete_priors import commands  # after parsing, so that --help does not import every stage
 
     handler = getattr(commands, args.command.replace("-", "_"))
     result = handler(args)

@@ -1,14 +1,20 @@
-"""What each CLI command does (argument parsing lives in cli.py, the stages in pipeline.py)."""
+"""What each CLI command does: parsed arguments in, a stage of pipeline.py (or a row of
+evaluate.py) out. Argument parsing lives in cli.py, on top of this module; nothing here
+imports it."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import torch
 
-from discrete_priors import pipeline
-from discrete_priors.io import save_tensors, write_json
+from discrete_priors import evaluate, metrics, pipeline
+from discrete_priors.data import load_dataset, load_latent_cache
+from discrete_priors.demo import run_demo
+from discrete_priors.io import append_text, load_tensors
+from discrete_priors.results import append_rows, make_rows
 
 PRIOR_FLAGS = ("timesteps", "schedule", "parameterization", "reverse", "loss_balance", "vlb_weight", "loss_weighting")
 
@@ -23,14 +29,17 @@ def train_ae(args) -> dict:
         overrides |= {"perceptual_weight": args.perceptual_weight, "perceptual_weights_path": args.perceptual_weights}
     result = pipeline.train_autoencoder(out=args.out, dataset=args.dataset, size=args.size, data_dir=args.data_dir,
                                         latent=latent, preset=args.preset, overrides=overrides,
-                                        train_config=pipeline_train_config(args), data_seed=args.data_seed)
+                                        train_config=train_config_from_args(args), data_seed=args.data_seed)
     return {"run": args.out, "result": result._asdict() if hasattr(result, "_asdict") else result}
 
 
-def pipeline_train_config(args) -> dict:
-    from discrete_priors.cli import _train_config
-
-    return _train_config(args)
+def train_config_from_args(args) -> dict:
+    """The trainer's config from the ``training`` flags of train-ae and train-prior."""
+    return pipeline.train_config(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                 ema_decay=args.ema_decay, warmup_steps=args.warmup_steps,
+                                 checkpoint_every=args.checkpoint_every, schedule=args.lr_schedule,
+                                 min_lr_ratio=args.min_lr_ratio, weight_decay=args.weight_decay,
+                                 grad_clip=args.grad_clip, device=args.device)
 
 
 def encode(args) -> dict:
@@ -49,7 +58,7 @@ def prior_kwargs_from_args(args) -> dict:
 
 def train_prior(args) -> dict:
     result = pipeline.train_prior(out=args.out, latents_dir=args.latents, prior=args.prior,
-                                  prior_kwargs=prior_kwargs_from_args(args), train_config=pipeline_train_config(args),
+                                  prior_kwargs=prior_kwargs_from_args(args), train_config=train_config_from_args(args),
                                   resample=args.resample, class_conditional=args.class_conditional)
     return {"run": args.out, "result": result._asdict() if hasattr(result, "_asdict") else result}
 
@@ -75,37 +84,17 @@ def sample(args) -> dict:
     out = pipeline.sample_images(ae, prior, args.num_samples, batch_size=args.batch_size, seed=args.seed, labels=labels,
                                  steps=args.steps, temperature=args.temperature, guidance=args.guidance)
     seconds = time.perf_counter() - start
-    return save_samples(out, Path(args.out), meta={"seed": args.seed, "steps": args.steps, "temperature": args.temperature,
-                                                   "guidance": args.guidance, "seconds": seconds})
-
-
-def save_samples(samples: pipeline.Samples, out: Path, *, meta: dict) -> dict:
-    from discrete_priors.images import save_grid
-
-    tensors = {"codes": samples.codes, "images": samples.images}
-    if samples.labels is not None:
-        tensors["labels"] = samples.labels
-    save_tensors(out / "samples.safetensors", tensors)
-    save_grid(samples.images[:64], out / "grid.png", scale=2)
-    write_json(out / "samples.json", meta | {"n": len(samples.codes)})
-    return {"grid": str(out / "grid.png"), "samples": str(out / "samples.safetensors"), **meta}
+    meta = {"seed": args.seed, "steps": args.steps, "temperature": args.temperature, "guidance": args.guidance,
+            "seconds": seconds}
+    return pipeline.save_samples(out, Path(args.out), meta=meta)
 
 
 def demo(args) -> dict:
-    from discrete_priors.demo import run_demo
-
     return run_demo(out=Path(args.out), quick=args.quick, seed=args.seed)
 
 
 def eval(args) -> dict:  # noqa: A001 - the CLI command is called eval
     """One result row for a prior (sampled here) or for a folder of saved samples."""
-    import json
-
-    from discrete_priors import evaluate, metrics
-    from discrete_priors.data import load_dataset, load_latent_cache
-    from discrete_priors.io import append_text, load_tensors
-    from discrete_priors.results import append_rows, make_rows
-
     if (args.prior is None) == (args.samples is None):
         raise SystemExit("eval: give exactly one of --prior (with --ae) or --samples")
     if args.prior is not None and args.ae is None:
@@ -116,9 +105,10 @@ def eval(args) -> dict:  # noqa: A001 - the CLI command is called eval
     extractor_name = args.extractor or f"classifier:{args.dataset}"
     extractor = metrics.get_extractor(extractor_name, size=args.size, data_seed=args.data_seed, cache_dir=args.cache_dir,
                                       data_dir=args.data_dir, weights=args.inception_weights, device=device)
-    row: dict = {}
+    scorer = evaluate.SampleScorer(extractor, reference=test, train=train)
     if args.samples is not None:
         images = load_tensors(Path(args.samples) / "samples.safetensors")["images"]
+        row, num_samples = scorer(images), len(images)
         variant = args.variant or Path(args.samples).name
     else:
         ae = pipeline.load_autoencoder(args.ae, device=device)
@@ -126,23 +116,18 @@ def eval(args) -> dict:  # noqa: A001 - the CLI command is called eval
         labels = parse_labels(args.labels, args.num_samples)
         if args.guidance != 0.0 and labels is None:
             labels = torch.arange(args.num_samples) % prior.num_classes if prior.num_classes else None
-        images = pipeline.sample_images(ae, prior, args.num_samples, batch_size=args.batch_size, seed=args.seed,
-                                        labels=labels, steps=args.steps, temperature=args.temperature,
-                                        guidance=args.guidance).images
-        row |= evaluate.sampling_speed(prior, batch_size=min(args.batch_size, args.num_samples), steps=args.steps,
-                                       seed=args.seed, guidance=args.guidance, temperature=args.temperature)
-        row["params"] = evaluate.count_parameters(prior)
-        if args.latents is not None:
-            cache = load_latent_cache(Path(args.latents) / "test.safetensors")
-            cache_labels = cache.labels if prior.num_classes else None
-            row["nll_bits_per_bit"], exact = evaluate.prior_nll(prior, cache.codes, cache_labels, seed=args.seed)
-            row["nll_is_exact"] = float(exact)
+        test_cache = None if args.latents is None else load_latent_cache(Path(args.latents) / "test.safetensors")
+        row = evaluate.score_prior(prior, ae, scorer, num_samples=args.num_samples, seed=args.seed,
+                                   batch_size=args.batch_size, steps=args.steps, temperature=args.temperature,
+                                   guidance=args.guidance, labels=labels, speed_batch_size=args.batch_size,
+                                   test_codes=None if test_cache is None else test_cache.codes,
+                                   test_labels=None if test_cache is None else test_cache.labels).row
+        num_samples = args.num_samples
         variant = args.variant or f"{pipeline.read_json(Path(args.prior) / 'prior.json')['name']}/S={args.steps or 'default'}"
-    row |= evaluate.sample_quality(images, reference=test, train=train, extractor=extractor)
     out = Path(args.out)
     append_rows(out / "results.csv", make_rows(experiment=args.experiment, variant=variant, seed=args.seed, metrics=row,
-                                               extractor=extractor.name, num_samples=len(images)))
+                                               extractor=extractor.name, num_samples=num_samples))
     record = {"experiment": args.experiment, "variant": variant, "seed": args.seed, "extractor": extractor.name,
-              "num_samples": len(images), **row}
+              "num_samples": num_samples, **row}
     append_text(out / "results.jsonl", json.dumps(record) + "\n")  # a crash leaves the previous file whole
     return record

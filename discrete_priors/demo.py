@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from discrete_priors import evaluate, metrics, pipeline
+from discrete_priors.data import load_dataset, load_latent_cache
 from discrete_priors.io import write_json
 from discrete_priors.results import append_rows, make_rows
 
@@ -28,11 +29,6 @@ QUICK = {
 }
 
 
-def _train_config(steps: int, batch: int, lr: float, seed: int, ema_decay: float = 0.999) -> dict:
-    return {"steps": steps, "batch_size": batch, "lr": lr, "warmup_steps": min(100, steps // 10), "ema_decay": ema_decay,
-            "checkpoint_every": max(steps // 4, 1), "seed": seed, "schedule": "cosine", "min_lr_ratio": 0.0}
-
-
 def run_demo(*, out: Path, quick: bool = False, seed: int = 0, progress: bool | None = None) -> dict:
     cfg = QUICK if quick else FULL
     out = Path(out)
@@ -42,7 +38,9 @@ def run_demo(*, out: Path, quick: bool = False, seed: int = 0, progress: bool | 
     start = time.perf_counter()
     pipeline.train_autoencoder(out=out / "ae", dataset="digits", size=16, latent={"kind": "binary", "bits": 32},
                                preset=cfg["ae_preset"],
-                               train_config=_train_config(cfg["ae_steps"], cfg["ae_batch"], cfg["ae_lr"], seed, ema_decay=0.0),
+                               train_config=pipeline.train_config(steps=cfg["ae_steps"], batch_size=cfg["ae_batch"],
+                                                                  lr=cfg["ae_lr"], seed=seed, ema_decay=0.0,
+                                                                  min_lr_ratio=0.0),
                                progress=progress)
     timings["autoencoder_s"] = time.perf_counter() - start
 
@@ -54,7 +52,8 @@ def run_demo(*, out: Path, quick: bool = False, seed: int = 0, progress: bool | 
     start = time.perf_counter()
     pipeline.train_prior(out=out / "prior", latents_dir=out / "latents", prior="bernoulli",
                          prior_kwargs={"preset": cfg["net"], "parameterization": "residual"},
-                         train_config=_train_config(cfg["prior_steps"], cfg["prior_batch"], cfg["prior_lr"], seed),
+                         train_config=pipeline.train_config(steps=cfg["prior_steps"], batch_size=cfg["prior_batch"],
+                                                            lr=cfg["prior_lr"], seed=seed, min_lr_ratio=0.0),
                          resample=True, progress=progress)
     timings["prior_s"] = time.perf_counter() - start
 
@@ -67,9 +66,6 @@ def run_demo(*, out: Path, quick: bool = False, seed: int = 0, progress: bool | 
 
 
 def evaluate_demo(out: Path, cfg: dict, *, seed: int, progress: bool | None = None) -> dict:
-    from discrete_priors.commands import save_samples
-    from discrete_priors.data import load_dataset, load_latent_cache
-
     ae = pipeline.load_autoencoder(out / "ae")
     prior = pipeline.load_prior(out / "prior")
     train = load_dataset("digits", split="train", size=16).images
@@ -85,13 +81,13 @@ def evaluate_demo(out: Path, cfg: dict, *, seed: int, progress: bool | None = No
     recon = pipeline.decode_codes(ae, pipeline.encode_images(ae, test).codes)
     results["ae-reconstructions"] = quality(recon) | metrics.reconstruction_metrics(recon, test)
     counts["ae-reconstructions"] = len(test)
-    test_cache = load_latent_cache(out / "latents" / "test.safetensors")
-    nll, _ = evaluate.prior_nll(prior, test_cache.codes, seed=seed)
+    # the NLL does not depend on the sampling steps: measured once, reported in each prior row
+    nll = evaluate.nll_row(prior, load_latent_cache(out / "latents" / "test.safetensors").codes, seed=seed)
     for steps in cfg["sample_steps"]:
-        samples = pipeline.sample_images(ae, prior, cfg["num_samples"], seed=seed, steps=steps, progress=progress)
-        save_samples(samples, out / "samples" / f"steps{steps}", meta={"seed": seed, "steps": steps})
-        speed = evaluate.sampling_speed(prior, batch_size=64, steps=steps, seed=seed, repeats=2)
-        results[f"bernoulli-S{steps}"] = quality(samples.images) | speed | {"nll_bits_per_bit_vlb": nll}
+        scored = evaluate.score_prior(prior, ae, quality, num_samples=cfg["num_samples"], seed=seed, steps=steps,
+                                      speed_repeats=2, progress=progress)
+        pipeline.save_samples(scored.samples, out / "samples" / f"steps{steps}", meta={"seed": seed, "steps": steps})
+        results[f"bernoulli-S{steps}"] = scored.row | nll
     (out / "results.csv").unlink(missing_ok=True)  # the demo's rows describe its latest run only
     for variant, values in results.items():
         append_rows(out / "results.csv", make_rows(experiment="demo", variant=variant, seed=seed, metrics=values,

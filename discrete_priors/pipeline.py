@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from discrete_priors.io import config_hash, read_json, write_json
+from discrete_priors.io import config_hash, read_json, save_tensors, write_json
 from discrete_priors.training.distributed import resolve_device  # defined once there; re-exported for callers
 
 
@@ -115,15 +115,57 @@ def decode_codes(ae, codes: torch.Tensor, *, batch_size: int = 256) -> torch.Ten
 # ---------------------------------------------------------------------------------------------
 
 
+class LatentFormat(NamedTuple):
+    """How a latent space is named and configured from the command line."""
+
+    letter: str  # the letter of its size in format names: binary-c32, vq-K256, continuous-d8
+    flags: tuple[str, ...]  # config keys the CLI's flat flags fill; the first is the size a name gives
+    named: dict  # what a format name fixes besides its size
+
+
+# the latent spaces of discrete_priors.latents.LATENTS that the CLI flags and runner folder names
+# can configure; a new latent space adds its line here to be trained from the command line
+LATENT_FORMATS = {
+    "binary": LatentFormat("c", ("bits",), {}),
+    "vq": LatentFormat("K", ("codebook_size", "dim"), {"dim": 8}),
+    "continuous": LatentFormat("d", ("dim", "kl_weight"), {}),
+}
+
+
 def latent_kwargs(kind: str, *, bits: int = 32, codebook_size: int = 512, dim: int = 8, kl_weight: float = 0.0) -> dict:
-    """The latent-space config for one of the three kinds, from the CLI's flat flags."""
-    if kind == "binary":
-        return {"kind": "binary", "bits": bits}
-    if kind == "vq":
-        return {"kind": "vq", "codebook_size": codebook_size, "dim": dim}
-    if kind == "continuous":
-        return {"kind": "continuous", "dim": dim, "kl_weight": kl_weight}
-    raise ValueError(f"unknown latent kind {kind!r}, expected one of binary, vq, continuous")
+    """The latent-space config of ``kind`` from the CLI's flat flags (each kind takes its own)."""
+    if kind not in LATENT_FORMATS:
+        raise ValueError(f"unknown latent kind {kind!r}, expected one of {', '.join(LATENT_FORMATS)} "
+                         "(a latent space of discrete_priors.latents needs a line in pipeline.LATENT_FORMATS)")
+    flags = {"bits": bits, "codebook_size": codebook_size, "dim": dim, "kl_weight": kl_weight}
+    return {"kind": kind} | {key: flags[key] for key in LATENT_FORMATS[kind].flags}
+
+
+def latent_config(name: str) -> dict:
+    """Latent config of a format name: ``binary-c<bits>``, ``vq-K<codebook size>`` (dim 8) or
+    ``continuous-d<dim>`` — the names of autoencoder and cache folders, shared by every runner."""
+    kind, _, size = name.rpartition("-")
+    fmt = LATENT_FORMATS.get(kind)
+    if fmt is None or not size.startswith(fmt.letter) or not size[1:].isdigit() or int(size[1:]) < 1:
+        examples = ", ".join(f"{k}-{f.letter}<{f.flags[0].replace('_', ' ')}>" for k, f in LATENT_FORMATS.items())
+        raise ValueError(f"unknown latent format {name!r}, expected one of {examples} (e.g. binary-c32, vq-K256)")
+    return {"kind": kind, fmt.flags[0]: int(size[1:])} | fmt.named
+
+
+def train_config(*, steps: int, batch_size: int, lr: float, seed: int = 0, ema_decay: float = 0.999,
+                 warmup_steps: int | None = None, checkpoint_every: int | None = None, schedule: str = "cosine",
+                 min_lr_ratio: float = 0.1, **more) -> dict:
+    """The trainer's config (a :class:`~discrete_priors.training.TrainConfig` dict) for a stage.
+
+    Defaults: warm-up over a tenth of the steps (at most 100), four checkpoints per run (at most
+    1,000 steps apart), cosine decay to a tenth of ``lr``; ``more`` are further TrainConfig keys.
+    Autoencoders pass ``ema_decay=0``: an averaged VQ encoder no longer matches its codebook
+    (26.3 dB with EMA vs 34.4 dB without on digits)."""
+    warmup_steps = min(100, steps // 10) if warmup_steps is None else warmup_steps
+    checkpoint_every = max(min(1000, steps // 4), 1) if checkpoint_every is None else checkpoint_every
+    return {"steps": steps, "batch_size": batch_size, "lr": lr, "warmup_steps": warmup_steps, "ema_decay": ema_decay,
+            "checkpoint_every": checkpoint_every, "seed": seed, "schedule": schedule, "min_lr_ratio": min_lr_ratio,
+            **more}
 
 
 def train_autoencoder(*, out: str | Path, dataset: str = "digits", size: int | None = None, data_dir: str | None = None,
@@ -245,3 +287,18 @@ def sample_images(ae, prior, n: int, *, batch_size: int = 256, seed: int = 0, la
         codes.append(prior.sample(m, labels=batch_labels, generator=generator, **kwargs).cpu())
     codes = torch.cat(codes)
     return Samples(codes, decode_codes(ae, codes), labels)
+
+
+def save_samples(samples: Samples, out: str | Path, *, meta: dict) -> dict:
+    """Write ``<out>/samples.safetensors`` (codes, images, labels), ``grid.png`` (the first 64)
+    and ``samples.json`` (``meta`` and the count); returns the paths and ``meta``."""
+    from discrete_priors.images import save_grid
+
+    out = Path(out)
+    tensors = {"codes": samples.codes, "images": samples.images}
+    if samples.labels is not None:
+        tensors["labels"] = samples.labels
+    save_tensors(out / "samples.safetensors", tensors)
+    save_grid(samples.images[:64], out / "grid.png", scale=2)
+    write_json(out / "samples.json", meta | {"n": len(samples.codes)})
+    return {"grid": str(out / "grid.png"), "samples": str(out / "samples.safetensors"), **meta}

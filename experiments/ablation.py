@@ -42,9 +42,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-from discrete_priors import evaluate, pipeline
-from discrete_priors.data import load_dataset
-from experiments.common import (Preset, done, ensure_prior, ensure_samplers_prior, extractor_for, record,
+from discrete_priors import pipeline
+from experiments.common import (Preset, ensure_prior, ensure_samplers_prior, pending, record, scoring_for,
                                 shared_binary_latents)
 
 TARGETS = ("direct", "x0", "residual")
@@ -76,7 +75,7 @@ DIRECT = _model_key("direct", 0.0)
 
 def models(preset: Preset) -> dict[str, dict]:
     """Model key -> Bernoulli kwargs on top of the preset's recipe (one prior training each)."""
-    timesteps = preset.prior_recipes["bernoulli"]["kwargs"]["timesteps"]
+    timesteps = preset.prior_recipes["bernoulli"].kwargs["timesteps"]
     base = {"default_steps": timesteps}  # direct cannot use fewer steps; all sample with S = T
     out = {_model_key(t, lam): base | {"parameterization": t, "vlb_weight": lam}
            for t in TARGETS for lam in vlb_weights(preset) if t != "direct"}
@@ -101,20 +100,18 @@ def cells(preset: Preset) -> list[Cell]:
 
 def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = None) -> None:
     out = Path(out)
-    extractor = extractor_for(preset, out, data_dir=data_dir)
-    train = load_dataset(preset.dataset, split="train", size=preset.size, data_dir=data_dir).images
-    test = load_dataset(preset.dataset, split="test", size=preset.size, data_dir=data_dir).images
-    quality_of = evaluate.SampleScorer(extractor, reference=test, train=train)
-    timesteps = preset.prior_recipes["bernoulli"]["kwargs"]["timesteps"]
+    scoring = scoring_for(preset, out, data_dir=data_dir)
+    timesteps = preset.prior_recipes["bernoulli"].kwargs["timesteps"]
     kwargs_of = models(preset)
 
     for seed in preset.seeds:
+        todo = pending(out, preset=preset, experiment="ablation", variants=[c.variant for c in cells(preset)], seed=seed)
+        if not todo:
+            continue
         binary = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
         ae = pipeline.load_autoencoder(binary.ae_dir)
         evaluated: dict[tuple, dict] = {}  # (model, sampling options) -> metrics: identical samples, computed once
-        for cell in cells(preset):
-            if done(out, preset=preset, experiment="ablation", variant=cell.variant, seed=seed):
-                continue
+        for cell in (c for c in cells(preset) if c.variant in todo):
             key = (cell.model, tuple(sorted(cell.sample_kwargs.items())))
             if key not in evaluated:
                 if cell.model == BASELINE:  # the samplers runner's Bernoulli prior (same training recipe)
@@ -126,7 +123,7 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
                 prior = pipeline.load_prior(prior_dir)
                 samples = pipeline.sample_images(ae, prior, preset.num_samples, seed=seed, progress=progress,
                                                  steps=timesteps, temperature=1.0, **cell.sample_kwargs)
-                quality = quality_of(samples.images)
+                quality = scoring.scorer(samples.images)
                 evaluated[key] = {k: quality[k] for k in METRICS}
             record(out, experiment="ablation", variant=cell.variant, seed=seed, values=evaluated[key],
-                   extractor=extractor.name, num_samples=preset.num_samples, preset=preset)
+                   extractor=scoring.extractor.name, num_samples=preset.num_samples, preset=preset)

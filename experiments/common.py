@@ -14,14 +14,29 @@ retrained, and a (experiment, variant, seed) cell already in results.csv is skip
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
-from discrete_priors import metrics, pipeline
+import torch
+
+from discrete_priors import evaluate, metrics, pipeline
+from discrete_priors.data import load_dataset, load_latent_cache
 from discrete_priors.io import config_hash, read_json
-from discrete_priors.results import append_rows, has_cell, make_rows
+from discrete_priors.results import append_csv, append_rows, has_cell, machine, make_rows
+
+
+@dataclass(frozen=True)
+class PriorRecipe:
+    """How one prior is trained in every runner: its constructor keywords (on top of the preset's
+    network size) and whether binary codes are resampled from the cached encoder probabilities
+    each step. Field names are part of the preset hash: ``asdict`` of a recipe is the dict the
+    results were recorded under."""
+
+    kwargs: dict = field(default_factory=dict)
+    resample: bool = True
 
 
 @dataclass(frozen=True)
@@ -45,17 +60,16 @@ class Preset:
     num_samples: int = 1000
     nll_codes: int | None = None  # held-out codes the NLL is measured on (None: the whole test split)
     seeds: tuple[int, ...] = (0,)
-    prior_recipes: dict = field(default_factory=lambda: {
+    prior_recipes: dict[str, PriorRecipe] = field(default_factory=lambda: {
         # Bernoulli diffusion: the paper's choices (residual target, mixture reverse on our maths),
         # 16 sampling steps of T = 64, codes resampled from the encoder's probabilities each step.
-        "bernoulli": {"kwargs": {"parameterization": "residual", "timesteps": 64, "default_steps": 16},
-                      "resample": True},
+        "bernoulli": PriorRecipe({"parameterization": "residual", "timesteps": 64, "default_steps": 16}),
         # absorbing: the reweighted (1 - t/T) loss of Bond-Taylor et al., which trained better here
         # than the plain ELBO weighting at equal steps (see tests/test_absorbing.py notes); T steps.
         # Every prior sees the same data: codes resampled from the cached probabilities.
-        "absorbing": {"kwargs": {"loss_weighting": "reweighted", "timesteps": 256}, "resample": True},
+        "absorbing": PriorRecipe({"loss_weighting": "reweighted", "timesteps": 256}),
         # autoregressive: teacher forcing, one step per position.
-        "autoregressive": {"kwargs": {}, "resample": True},
+        "autoregressive": PriorRecipe(),
     })
 
     def hash(self) -> str:
@@ -66,10 +80,9 @@ PRESETS = {
     "smoke": Preset(name="smoke", ae_preset="tiny", ae_steps=60, ae_batch=32, net="tiny", prior_steps=60,
                     prior_batch=32, num_samples=64,
                     prior_recipes={
-                        "bernoulli": {"kwargs": {"parameterization": "residual", "timesteps": 32, "default_steps": 8},
-                                      "resample": True},
-                        "absorbing": {"kwargs": {"loss_weighting": "reweighted", "timesteps": 32}, "resample": True},
-                        "autoregressive": {"kwargs": {}, "resample": True}}),
+                        "bernoulli": PriorRecipe({"parameterization": "residual", "timesteps": 32, "default_steps": 8}),
+                        "absorbing": PriorRecipe({"loss_weighting": "reweighted", "timesteps": 32}),
+                        "autoregressive": PriorRecipe()}),
     # Fashion-MNIST at 16x16 (4x4 positions x 32 bits): the 28x28 grid has 49 positions, which makes
     # each prior step ~3x dearer (0.29 vs 0.10 s at batch 128 on 2 cores) and the 16 prior trainings of
     # all runners together would not fit 90 minutes. Budget: 1,500 steps per autoencoder and prior.
@@ -92,8 +105,6 @@ def with_available_data(preset: Preset, *, data_dir=None) -> Preset:
     the same preset on digits, with a warning (results then carry the digits config hash)."""
     if preset.dataset != "fashion-mnist":
         return preset
-    from discrete_priors.data import load_dataset
-
     try:
         load_dataset("fashion-mnist", split="test", size=preset.size, data_dir=data_dir)
     except FileNotFoundError as err:
@@ -103,27 +114,18 @@ def with_available_data(preset: Preset, *, data_dir=None) -> Preset:
     return preset
 
 
-def train_config(*, steps: int, batch: int, lr: float, seed: int, ema_decay: float = 0.999) -> dict:
-    """Priors keep an EMA of weights; autoencoders do not (an averaged VQ encoder no longer
-    matches its codebook: 26.3 dB with EMA vs 34.4 dB without on digits)."""
-    return {"steps": steps, "batch_size": batch, "lr": lr, "warmup_steps": min(100, steps // 10), "ema_decay": ema_decay,
-            "checkpoint_every": max(min(1000, steps // 4), 1), "seed": seed, "schedule": "cosine", "min_lr_ratio": 0.1}
-
-
 def ensure_autoencoder(preset: Preset, out: Path, *, latent: dict, name: str, seed: int, data_dir=None) -> Path:
     run = out / "ae" / f"{name}-seed{seed}"
     pipeline.train_autoencoder(out=run, dataset=preset.dataset, size=preset.size, data_dir=data_dir, latent=latent,
                                preset=preset.ae_preset,
-                               train_config=train_config(steps=preset.ae_steps, batch=preset.ae_batch, lr=preset.ae_lr,
-                                                         seed=seed, ema_decay=0.0))
+                               train_config=pipeline.train_config(steps=preset.ae_steps, batch_size=preset.ae_batch,
+                                                                  lr=preset.ae_lr, seed=seed, ema_decay=0.0))
     return run
 
 
 def ensure_latents(preset: Preset, out: Path, *, ae_dir: Path, name: str, seed: int, data_dir=None) -> Path:
     latents = out / "latents" / f"{name}-seed{seed}"
     fingerprint = pipeline.autoencoder_fingerprint(ae_dir)
-    from discrete_priors.data import load_latent_cache
-
     try:
         for split in ("train", "test"):
             load_latent_cache(latents / f"{split}.safetensors", expect_autoencoder_hash=fingerprint)
@@ -135,19 +137,6 @@ def ensure_latents(preset: Preset, out: Path, *, ae_dir: Path, name: str, seed: 
     return latents
 
 
-def latent_config(name: str) -> dict:
-    """Latent config of a format name: ``binary-c<bits>``, ``vq-K<codebook size>`` (dim 8) or
-    ``continuous-d<dim>`` — the names of autoencoder and cache folders, shared by every runner."""
-    kind, _, size = name.rpartition("-")
-    prefixes = {"binary": "c", "vq": "K", "continuous": "d"}
-    if kind not in prefixes or not size.startswith(prefixes[kind]) or not size[1:].isdigit() or int(size[1:]) < 1:
-        raise ValueError(f"unknown latent format {name!r}, expected binary-c<bits>, vq-K<codebook size> or "
-                         "continuous-d<dim> (e.g. binary-c32, vq-K256, continuous-d8)")
-    value = int(size[1:])
-    return {"binary": {"kind": "binary", "bits": value}, "vq": {"kind": "vq", "codebook_size": value, "dim": 8},
-            "continuous": {"kind": "continuous", "dim": value}}[kind]
-
-
 class SharedLatents(NamedTuple):
     name: str  # e.g. "binary-c32": the name the autoencoder, cache and prior folders carry
     ae_dir: Path
@@ -157,27 +146,30 @@ class SharedLatents(NamedTuple):
 def shared_latents(preset: Preset, out: Path, *, name: str, seed: int, data_dir=None) -> SharedLatents:
     """An autoencoder (shared with the reconstruction runner by ``name``) and its latent cache,
     each trained / written once per experiment directory."""
-    ae_dir = ensure_autoencoder(preset, out, latent=latent_config(name), name=name, seed=seed, data_dir=data_dir)
+    ae_dir = ensure_autoencoder(preset, out, latent=pipeline.latent_config(name), name=name, seed=seed, data_dir=data_dir)
     return SharedLatents(name, ae_dir, ensure_latents(preset, out, ae_dir=ae_dir, name=name, seed=seed, data_dir=data_dir))
 
 
 def shared_binary_latents(preset: Preset, out: Path, *, seed: int, data_dir=None) -> SharedLatents:
     """The one binary autoencoder and latent cache the prior comparisons share."""
-    return shared_latents(preset, out, name=f"binary-c{preset.bits}", seed=seed, data_dir=data_dir)
+    return shared_latents(preset, out, name=binary_name(preset), seed=seed, data_dir=data_dir)
+
+
+def binary_name(preset: Preset) -> str:
+    """The format name of the preset's binary latents (``binary-c<bits>``): its folders' names."""
+    return f"binary-c{preset.bits}"
 
 
 def ensure_prior(preset: Preset, out: Path, *, latents: Path, prior: str, variant: str, seed: int,
                  extra_kwargs: dict | None = None, class_conditional: bool = False) -> Path:
     recipe = preset.prior_recipes[prior]
     run = out / "priors" / f"{variant.replace('/', '_')}-seed{seed}"
-    kwargs = {"preset": preset.net} | recipe["kwargs"] | (extra_kwargs or {})
+    kwargs = {"preset": preset.net} | recipe.kwargs | (extra_kwargs or {})
     # resampling draws binary codes from the encoder's Bernoulli probabilities; VQ tokens are one argmin
-    from discrete_priors.data import load_latent_cache
-
-    resample = recipe["resample"] and load_latent_cache(latents / "test.safetensors").spec.kind == "binary"
+    resample = recipe.resample and load_latent_cache(latents / "test.safetensors").spec.kind == "binary"
     pipeline.train_prior(out=run, latents_dir=latents, prior=prior, prior_kwargs=kwargs,
-                         train_config=train_config(steps=preset.prior_steps, batch=preset.prior_batch,
-                                                   lr=preset.prior_lr, seed=seed),
+                         train_config=pipeline.train_config(steps=preset.prior_steps, batch_size=preset.prior_batch,
+                                                            lr=preset.prior_lr, seed=seed),
                          resample=resample, class_conditional=class_conditional)
     return run
 
@@ -197,6 +189,25 @@ def extractor_for(preset: Preset, out: Path, *, data_dir=None):
                                  cache_dir=out / "classifier", data_dir=data_dir)
 
 
+class Scoring(NamedTuple):
+    """What every runner scores samples with: the dataset's feature extractor, its train and test
+    images, and a :class:`~discrete_priors.evaluate.SampleScorer` against them (features computed
+    on first use only, so a rerun whose cells are all recorded computes none)."""
+
+    extractor: object
+    train: torch.Tensor
+    test: torch.Tensor
+    scorer: evaluate.SampleScorer
+
+
+def scoring_for(preset: Preset, out: Path, *, data_dir=None) -> Scoring:
+    """The runner preamble: :func:`extractor_for` and the preset's train and test images."""
+    extractor = extractor_for(preset, out, data_dir=data_dir)
+    train = load_dataset(preset.dataset, split="train", size=preset.size, data_dir=data_dir).images
+    test = load_dataset(preset.dataset, split="test", size=preset.size, data_dir=data_dir).images
+    return Scoring(extractor, train, test, evaluate.SampleScorer(extractor, reference=test, train=train))
+
+
 def record(out: Path, *, experiment: str, variant: str, seed: int, values: dict, extractor: str, num_samples: int,
            preset: Preset) -> None:
     append_rows(out / "results.csv", make_rows(experiment=experiment, variant=variant, seed=seed, metrics=values,
@@ -209,16 +220,19 @@ def done(out: Path, *, preset: Preset, experiment: str, variant: str, seed: int)
     return has_cell(out / "results.csv", experiment=experiment, variant=variant, seed=seed, config_hash=preset.hash())
 
 
+def pending(out: Path, *, preset: Preset, experiment: str, variants, seed: int) -> list[str]:
+    """The ``variants`` not yet recorded for ``seed``. A runner asks before it trains or loads
+    anything, so a rerun over a finished results.csv — even one whose models were deleted —
+    trains nothing."""
+    return [v for v in variants if not done(out, preset=preset, experiment=experiment, variant=v, seed=seed)]
+
+
 TIMING_COLUMNS = ("runner", "preset", "config_hash", "seconds", "machine", "timestamp")
 
 
 def log_timing(out: Path, *, runner: str, seconds: float, preset: Preset) -> None:
     """Append one line to ``<out>/timings.csv``: the wall time of one runner invocation (a rerun
     that finds everything cached logs its own, short, line). The report states the budget from it."""
-    import time
-
-    from discrete_priors.results import append_csv, machine
-
     row = {"runner": runner, "preset": preset.name, "config_hash": preset.hash(), "seconds": f"{seconds:.1f}",
            "machine": machine(), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}
     append_csv(Path(out) / "timings.csv", [row], TIMING_COLUMNS)
@@ -228,6 +242,6 @@ def warn_fallback(message: str) -> None:
     warnings.warn(message, stacklevel=2)
 
 
-__all__ = ["PRESETS", "Preset", "done", "ensure_autoencoder", "ensure_latents", "ensure_prior", "ensure_samplers_prior", "extractor_for",
-           "get_preset", "latent_config", "log_timing", "read_json", "record", "shared_binary_latents",
-           "shared_latents", "train_config", "warn_fallback", "with_available_data"]
+__all__ = ["PRESETS", "Preset", "PriorRecipe", "Scoring", "binary_name", "done", "ensure_autoencoder", "ensure_latents", "ensure_prior",
+           "ensure_samplers_prior", "extractor_for", "get_preset", "log_timing", "pending", "read_json", "record",
+           "scoring_for", "shared_binary_latents", "shared_latents", "warn_fallback", "with_available_data"]

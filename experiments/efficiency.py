@@ -36,15 +36,18 @@ def run(preset: Preset, out: Path, *, priors=None, data_dir=None, progress: bool
     out = Path(out)
     priors = [p for p in PRIORS if p in preset.prior_recipes] if priors is None else list(priors)
     for seed in preset.seeds:
+        todo = {name: [b for b in batch_sizes(preset)
+                       if not done(out, preset=preset, experiment="efficiency", variant=f"{name}/bs={b}", seed=seed)]
+                for name in priors}
+        if not any(todo.values()):
+            continue
         binary = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
         for name in priors:
-            todo = [b for b in batch_sizes(preset)
-                    if not done(out, preset=preset, experiment="efficiency", variant=f"{name}/bs={b}", seed=seed)]
-            if not todo:
+            if not todo[name]:
                 continue
             prior = pipeline.load_prior(ensure_samplers_prior(preset, out, latents=binary, prior=name, seed=seed))
             params = evaluate.count_parameters(prior)
-            for batch in todo:
+            for batch in todo[name]:
                 # steps=None: each prior's own default (bernoulli default_steps, absorbing T, AR N)
                 values = evaluate.sampling_speed(prior, batch_size=batch, steps=None, seed=seed, repeats=repeats)
                 record(out, experiment="efficiency", variant=f"{name}/bs={batch}", seed=seed,

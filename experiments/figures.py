@@ -26,12 +26,12 @@ from pathlib import Path
 
 import torch
 
-from discrete_priors import evaluate, pipeline
-from discrete_priors.data import load_dataset, load_latent_cache
+from discrete_priors import pipeline
+from discrete_priors.data import load_latent_cache
 from discrete_priors.images import save_grid
 from discrete_priors.io import atomic_path
 from experiments import reconstruction
-from experiments.common import (Preset, done, ensure_prior, ensure_samplers_prior, extractor_for, record,
+from experiments.common import (Preset, binary_name, done, ensure_prior, ensure_samplers_prior, pending, record, scoring_for,
                                 shared_binary_latents, warn_fallback)
 
 TEMPERATURES = (0.6, 0.8, 0.9, 1.0)
@@ -66,19 +66,22 @@ def write_caption(grid: Path, caption: str) -> None:
 def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = None) -> None:
     out = Path(out)
     figures = out / "samples" / "figures"
-    extractor = extractor_for(preset, out, data_dir=data_dir)
-    train = load_dataset(preset.dataset, split="train", size=preset.size, data_dir=data_dir).images
-    test = load_dataset(preset.dataset, split="test", size=preset.size, data_dir=data_dir).images
-    quality_of = evaluate.SampleScorer(extractor, reference=test, train=train)
+    scoring = scoring_for(preset, out, data_dir=data_dir)
+    extractor, test = scoring.extractor, scoring.test
     n = preset.num_samples
+    variants = ([f"temperature/tau={tau:g}" for tau in TEMPERATURES] + [f"class-conditional/w={w:g}" for w in GUIDANCE]
+                + [f"inpainting/{name}" for name in INPAINT_PRIORS])
 
     def score(variant: str, seed: int, images: torch.Tensor, extra: dict | None = None) -> None:
-        quality = quality_of(images)
+        quality = scoring.scorer(images)
         values = {k: quality[k] for k in METRICS} | (extra or {})
         record(out, experiment="figures", variant=variant, seed=seed, values=values, extractor=extractor.name,
                num_samples=len(images), preset=preset)
 
     for seed in preset.seeds:
+        trained = (out / "ae" / f"{binary_name(preset)}-seed{seed}" / "checkpoints").is_dir()
+        if not trained and not pending(out, preset=preset, experiment="figures", variants=variants, seed=seed):
+            continue  # every number recorded, and no autoencoder to redraw the grids with: train nothing
         binary = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
         ae = pipeline.load_autoencoder(binary.ae_dir)
         test_cache = load_latent_cache(binary.latents / "test.safetensors")

@@ -15,8 +15,7 @@ from pathlib import Path
 import torch
 
 from discrete_priors import metrics, pipeline
-from discrete_priors.data import load_dataset
-from experiments.common import Preset, done, ensure_autoencoder, extractor_for, latent_config, record
+from experiments.common import Preset, done, ensure_autoencoder, record, scoring_for
 
 # Paper Table 4's grid on our backbone; any binary-c<k> / vq-K<k> / continuous-d<d> name works.
 LATENTS = ("binary-c8", "binary-c16", "binary-c32", "vq-K256", "vq-K1024", "continuous-d8")
@@ -34,11 +33,9 @@ def code_statistics(codes, spec) -> dict:
 
 def run(preset: Preset, out: Path, *, latents=LATENTS, data_dir=None, progress=None) -> None:
     out = Path(out)
-    configs = {name: latent_config(name) for name in latents}  # bad names fail before any training
-    extractor = extractor_for(preset, out, data_dir=data_dir)
-    train = load_dataset(preset.dataset, split="train", size=preset.size, data_dir=data_dir).images
-    test = load_dataset(preset.dataset, split="test", size=preset.size, data_dir=data_dir).images
-    test_feats = None  # computed for the first cell that is not recorded yet
+    configs = {name: pipeline.latent_config(name) for name in latents}  # bad names fail before any training
+    scoring = scoring_for(preset, out, data_dir=data_dir)
+    extractor, train, test = scoring.extractor, scoring.train, scoring.test
     for seed in preset.seeds:
         for name in latents:
             if done(out, preset=preset, experiment="reconstruction", variant=name, seed=seed):
@@ -48,8 +45,7 @@ def run(preset: Preset, out: Path, *, latents=LATENTS, data_dir=None, progress=N
             codes = pipeline.encode_images(ae, test).codes
             recon = pipeline.decode_codes(ae, codes)
             values = {k: v for k, v in metrics.reconstruction_metrics(recon, test).items() if v == v}
-            test_feats = extractor.features(test) if test_feats is None else test_feats
-            values["rfd"] = metrics.frechet_distance(test_feats, extractor.features(recon))
+            values["rfd"] = metrics.frechet_distance(scoring.scorer.reference_features, extractor.features(recon))
             # usage over train + test encodings, as the codebook is judged on all the data it serves
             all_codes = torch.cat([pipeline.encode_images(ae, train).codes, codes])
             values |= code_statistics(all_codes, ae.code_spec)

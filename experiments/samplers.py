@@ -17,54 +17,61 @@ step count; parameter count. A ``real`` row gives the same metrics for held-out 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from discrete_priors import evaluate, pipeline
-from discrete_priors.data import load_dataset, load_latent_cache
-from experiments.common import (Preset, SharedLatents, done, ensure_samplers_prior, extractor_for, record,
+from discrete_priors.data import load_latent_cache
+from experiments.common import (Preset, SharedLatents, done, ensure_samplers_prior, pending, record, scoring_for,
                                 shared_binary_latents, shared_latents)
 
 PRIORS = ("bernoulli", "absorbing", "autoregressive")
 VQ_PRIORS = ("absorbing", "autoregressive")  # the priors that model VQ tokens (Bernoulli diffusion needs bits)
 
 
+class Row(NamedTuple):
+    prior: str
+    on_vq: bool  # models the VQ latents' tokens rather than the shared binary codes
+
+
+def variants(preset: Preset, *, priors=PRIORS, vq_priors=VQ_PRIORS) -> dict[str, Row]:
+    """Row name -> which prior it trains, on which latents."""
+    vq_name = f"vq-K{preset.vq_codebook}"
+    return {name: Row(name, False) for name in priors} | {f"{name}/latents={vq_name}": Row(name, True) for name in vq_priors}
+
+
 def run(preset: Preset, out: Path, *, priors=PRIORS, vq_priors=VQ_PRIORS, data_dir=None,
         progress: bool | None = None) -> None:
     out = Path(out)
-    extractor = extractor_for(preset, out, data_dir=data_dir)
-    train = load_dataset(preset.dataset, split="train", size=preset.size, data_dir=data_dir).images
-    test = load_dataset(preset.dataset, split="test", size=preset.size, data_dir=data_dir).images
-    quality = evaluate.SampleScorer(extractor, reference=test, train=train)
+    scoring = scoring_for(preset, out, data_dir=data_dir)
+    rows = variants(preset, priors=priors, vq_priors=vq_priors)
 
     for seed in preset.seeds:
         if not done(out, preset=preset, experiment="samplers", variant="real", seed=seed):
-            values = quality.real_row(preset.num_samples)
-            record(out, experiment="samplers", variant="real", seed=seed, values=values, extractor=extractor.name,
-                   num_samples=min(len(train), preset.num_samples), preset=preset)
+            values = scoring.scorer.real_row(preset.num_samples)
+            record(out, experiment="samplers", variant="real", seed=seed, values=values,
+                   extractor=scoring.extractor.name, num_samples=min(len(scoring.train), preset.num_samples),
+                   preset=preset)
+        todo = pending(out, preset=preset, experiment="samplers", variants=rows, seed=seed)
+        if not todo:
+            continue
         binary = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
-        rows = [(name, name, binary) for name in priors]
-        if vq_priors:
+        if any(rows[v].on_vq for v in todo):
             vq = shared_latents(preset, out, name=f"vq-K{preset.vq_codebook}", seed=seed, data_dir=data_dir)
-            rows += [(f"{name}/latents={vq.name}", name, vq) for name in vq_priors]
-        for variant, name, latents in rows:
-            if done(out, preset=preset, experiment="samplers", variant=variant, seed=seed):
-                continue
-            prior_dir = ensure_samplers_prior(preset, out, latents=latents, prior=name, seed=seed)
-            values = evaluate_prior(preset, prior_dir, latents, quality, seed=seed, progress=progress,
+        for variant in todo:
+            latents = vq if rows[variant].on_vq else binary
+            prior_dir = ensure_samplers_prior(preset, out, latents=latents, prior=rows[variant].prior, seed=seed)
+            values = evaluate_prior(preset, prior_dir, latents, scoring.scorer, seed=seed, progress=progress,
                                     samples_dir=out / "samples" / "samplers" / f"{variant.replace('/', '_')}-seed{seed}")
-            record(out, experiment="samplers", variant=variant, seed=seed, values=values, extractor=extractor.name,
-                   num_samples=preset.num_samples, preset=preset)
+            record(out, experiment="samplers", variant=variant, seed=seed, values=values,
+                   extractor=scoring.extractor.name, num_samples=preset.num_samples, preset=preset)
 
 
 def evaluate_prior(preset: Preset, prior_dir: Path, latents: SharedLatents, quality: evaluate.SampleScorer, *,
                    seed: int, progress=None, samples_dir: Path) -> dict:
     """Every samplers metric of one trained prior; its samples are saved under ``samples_dir``."""
-    from discrete_priors.commands import save_samples
-
     ae, prior = pipeline.load_autoencoder(latents.ae_dir), pipeline.load_prior(prior_dir)
-    samples = pipeline.sample_images(ae, prior, preset.num_samples, seed=seed, progress=progress)
     test_codes = load_latent_cache(latents.latents / "test.safetensors").codes[:preset.nll_codes]
-    nll, exact = evaluate.prior_nll(prior, test_codes, seed=seed)
-    values = quality(samples.images) | evaluate.sampling_speed(prior, batch_size=min(64, preset.num_samples),
-                                                               seed=seed, repeats=2)
-    save_samples(samples, samples_dir, meta={"seed": seed})
-    return values | {"nll_bits_per_bit": nll, "nll_is_exact": float(exact), "params": evaluate.count_parameters(prior)}
+    scored = evaluate.score_prior(prior, ae, quality, num_samples=preset.num_samples, seed=seed, test_codes=test_codes,
+                                  speed_repeats=2, progress=progress)
+    pipeline.save_samples(scored.samples, samples_dir, meta={"seed": seed})
+    return scored.row

@@ -14,8 +14,7 @@ from pathlib import Path
 import torch
 
 from discrete_priors import metrics, pipeline
-from discrete_priors.data import load_dataset
-from experiments.common import Preset, done, ensure_autoencoder, extractor_for, record
+from experiments.common import Preset, binary_name, done, ensure_autoencoder, record, scoring_for
 
 # Setups for a dataset the preset itself does not use: digits at 16x16 (4x4 positions),
 # Fashion-MNIST at its native 28x28 with the cpu-fashion backbone (7x7 positions).
@@ -40,11 +39,10 @@ def run_dataset(preset: Preset, out: Path, *, runs: Path, data_dir=None) -> None
     seeds = [s for s in preset.seeds if not all(done(out, preset=preset, experiment="sanity", variant=v, seed=s) for v in variants)]
     if not seeds:
         return
-    extractor = extractor_for(preset, runs, data_dir=data_dir)
-    train = load_dataset(name, split="train", size=preset.size, data_dir=data_dir).images
-    test = load_dataset(name, split="test", size=preset.size, data_dir=data_dir).images
+    scoring = scoring_for(preset, runs, data_dir=data_dir)
+    extractor, train, test = scoring.extractor, scoring.train, scoring.test
     n = min(preset.num_samples, len(test))
-    ref = extractor.features(test)
+    ref = scoring.scorer.reference_features
 
     def quality(images):
         feats = extractor.features(images)
@@ -55,7 +53,7 @@ def run_dataset(preset: Preset, out: Path, *, runs: Path, data_dir=None) -> None
     for seed in seeds:
         generator = torch.Generator().manual_seed(seed)
         real = train[torch.randperm(len(train), generator=generator)[:n]]
-        ae_dir = ensure_autoencoder(preset, runs, latent={"kind": "binary", "bits": preset.bits}, name=f"binary-c{preset.bits}",
+        ae_dir = ensure_autoencoder(preset, runs, latent=pipeline.latent_config(binary_name(preset)), name=binary_name(preset),
                                     seed=seed, data_dir=data_dir)
         ae = pipeline.load_autoencoder(ae_dir)
         recon = pipeline.decode_codes(ae, pipeline.encode_images(ae, test).codes)

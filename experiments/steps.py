@@ -16,8 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from discrete_priors import evaluate, pipeline
-from discrete_priors.data import load_dataset
-from experiments.common import Preset, done, ensure_samplers_prior, extractor_for, record, shared_binary_latents
+from experiments.common import Preset, done, ensure_samplers_prior, record, scoring_for, shared_binary_latents
 
 PRIORS = ("bernoulli", "absorbing")
 STEPS = (4, 8, 16, 32, 64, 128, 256)
@@ -26,7 +25,7 @@ METRICS = ("fd", "precision", "recall")
 
 def step_counts(preset: Preset, prior: str) -> list[int]:
     """The S of :data:`STEPS` that the prior's training T allows (S <= T)."""
-    timesteps = preset.prior_recipes[prior]["kwargs"]["timesteps"]
+    timesteps = preset.prior_recipes[prior].kwargs["timesteps"]
     return [s for s in STEPS if s <= timesteps]
 
 
@@ -35,26 +34,26 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, data_dir=None, progress: bo
     if unknown:
         raise ValueError(f"the steps runner compares {PRIORS}, got unknown priors {sorted(unknown)}")
     out = Path(out)
-    extractor = extractor_for(preset, out, data_dir=data_dir)
-    train = load_dataset(preset.dataset, split="train", size=preset.size, data_dir=data_dir).images
-    test = load_dataset(preset.dataset, split="test", size=preset.size, data_dir=data_dir).images
-    quality_of = evaluate.SampleScorer(extractor, reference=test, train=train)
+    scoring = scoring_for(preset, out, data_dir=data_dir)
 
     for seed in preset.seeds:
+        todo = {name: [s for s in step_counts(preset, name)
+                       if not done(out, preset=preset, experiment="steps", variant=f"{name}/S={s}", seed=seed)]
+                for name in priors}
+        if not any(todo.values()):
+            continue
         binary = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
         ae = pipeline.load_autoencoder(binary.ae_dir)
         for name in priors:
-            todo = [s for s in step_counts(preset, name)
-                    if not done(out, preset=preset, experiment="steps", variant=f"{name}/S={s}", seed=seed)]
-            if not todo:
+            if not todo[name]:
                 continue
             prior = pipeline.load_prior(ensure_samplers_prior(preset, out, latents=binary, prior=name, seed=seed))
-            for steps in todo:
+            for steps in todo[name]:
                 samples = pipeline.sample_images(ae, prior, preset.num_samples, seed=seed, progress=progress,
                                                  steps=steps, temperature=1.0)
-                quality = quality_of(samples.images)
+                quality = scoring.scorer(samples.images)
                 speed = evaluate.sampling_speed(prior, batch_size=min(64, preset.num_samples), steps=steps, seed=seed,
                                                 repeats=2)
                 values = {k: quality[k] for k in METRICS} | {"samples_per_s": speed["samples_per_s"]}
                 record(out, experiment="steps", variant=f"{name}/S={steps}", seed=seed, values=values,
-                       extractor=extractor.name, num_samples=preset.num_samples, preset=preset)
+                       extractor=scoring.extractor.name, num_samples=preset.num_samples, preset=preset)

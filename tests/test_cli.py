@@ -34,6 +34,60 @@ def test_parse_labels_cycles_and_rejects_garbage():
         parse_labels("a,b", 2)
 
 
+def _choices(command: str) -> dict:
+    sub = build_parser()._subparsers._group_actions[0].choices[command]
+    return {action.dest: tuple(action.choices) for action in sub._actions if action.choices}
+
+
+def test_choices_are_the_registries():
+    from discrete_priors.autoencoder.presets import PRESETS
+    from discrete_priors.data import DATASETS
+    from discrete_priors.latents import LATENTS
+    from discrete_priors.pipeline import LATENT_FORMATS
+    from discrete_priors.priors import PRIORS, absorbing, bernoulli, bernoulli_math, schedules
+
+    prior = _choices("train-prior")
+    assert prior["prior"] == tuple(PRIORS) == ("bernoulli", "absorbing", "autoregressive")
+    assert prior["schedule"] == schedules.SCHEDULES
+    assert prior["parameterization"] == bernoulli_math.PARAMETERIZATIONS
+    assert prior["reverse"] == bernoulli_math.REVERSE_FORMS
+    assert prior["loss_balance"] == bernoulli.LOSS_BALANCES  # read from the source, not imported
+    assert prior["loss_weighting"] == absorbing.LOSS_WEIGHTINGS
+    ae = _choices("train-ae")
+    assert ae["latent"] == tuple(LATENTS) == ("binary", "vq", "continuous")
+    assert set(LATENT_FORMATS) <= set(LATENTS)
+    assert ae["preset"] == tuple(PRESETS) and ae["dataset"] == DATASETS
+
+
+def test_help_does_not_import_x_transformers():
+    code = "import sys; from discrete_priors.cli import build_parser; build_parser(); print('x_transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_latent_flags_give_each_kind_its_own_config():
+    from discrete_priors.pipeline import latent_kwargs
+
+    flags = {"bits": 16, "codebook_size": 64, "dim": 4, "kl_weight": 1e-6}
+    assert latent_kwargs("binary", **flags) == {"kind": "binary", "bits": 16}
+    assert latent_kwargs("vq", **flags) == {"kind": "vq", "codebook_size": 64, "dim": 4}
+    assert latent_kwargs("continuous", **flags) == {"kind": "continuous", "dim": 4, "kl_weight": 1e-6}
+    with pytest.raises(ValueError, match="unknown latent kind 'gauss', expected one of binary, vq, continuous"):
+        latent_kwargs("gauss")
+
+
+def test_train_config_of_the_flags_is_a_trainer_config():
+    from discrete_priors.commands import train_config_from_args
+    from discrete_priors.training import TrainConfig
+
+    args = build_parser().parse_args(["train-prior", "--latents", "x", "--out", "y", "--steps", "40", "--lr", "0.01"])
+    config = train_config_from_args(args)
+    assert config == {"steps": 40, "batch_size": 128, "lr": 0.01, "warmup_steps": 100, "ema_decay": 0.999,
+                      "checkpoint_every": 500, "seed": 0, "schedule": "cosine", "min_lr_ratio": 0.1,
+                      "weight_decay": 0.0, "grad_clip": 1.0, "device": "auto"}
+    assert TrainConfig.from_dict(config).steps == 40
+
+
 def test_unknown_prior_is_rejected_by_the_parser(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train-prior", "--latents", "x", "--out", "y", "--prior", "gaussian"])

@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from analysis.__main__ import main as analysis_main
+from discrete_priors import pipeline
 from discrete_priors.io import read_json
 from experiments import ablation, common, efficiency, figures, samplers, steps
 from experiments.__main__ import main as experiments_main
@@ -105,8 +106,8 @@ def test_efficiency_rows_count_network_evaluations_of_each_recipe(experiment_dir
     df = pd.read_csv(experiment_dir / "results.csv")
     nfe = df[(df["experiment"] == "efficiency") & (df["metric"] == "nfe_per_sample")].set_index("variant")["value"]
     recipes = smoke.prior_recipes
-    assert nfe["bernoulli/bs=16"] == recipes["bernoulli"]["kwargs"]["default_steps"]  # 8
-    assert nfe["absorbing/bs=16"] == recipes["absorbing"]["kwargs"]["timesteps"]  # 32
+    assert nfe["bernoulli/bs=16"] == recipes["bernoulli"].kwargs["default_steps"]  # 8
+    assert nfe["absorbing/bs=16"] == recipes["absorbing"].kwargs["timesteps"]  # 32
     assert nfe["autoregressive/bs=16"] == 4 * 4  # one step per position of the 4x4 grid
 
 
@@ -159,7 +160,7 @@ def test_paper_preset_runs_one_step_on_an_image_folder(tmp_path, monkeypatch):
     images.mkdir()
     for i in range(8):
         Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(images / f"{i}.png")
-    recipe = {"kwargs": {"parameterization": "residual", "timesteps": 4, "default_steps": 2}, "resample": True}
+    recipe = common.PriorRecipe({"parameterization": "residual", "timesteps": 4, "default_steps": 2}, resample=True)
     paper = replace(common.PRESETS["paper"], size=32, ae_batch=1, prior_batch=1, prior_recipes={"bernoulli": recipe})
     monkeypatch.setitem(common.PRESETS, "paper", paper)
     out = tmp_path / "out"
@@ -180,12 +181,12 @@ def test_paper_preset_runs_one_step_on_an_image_folder(tmp_path, monkeypatch):
 
 
 def test_latent_format_names_parse_and_bad_names_are_refused():
-    assert common.latent_config("binary-c8") == {"kind": "binary", "bits": 8}
-    assert common.latent_config("vq-K1024") == {"kind": "vq", "codebook_size": 1024, "dim": 8}
-    assert common.latent_config("continuous-d4") == {"kind": "continuous", "dim": 4}
+    assert pipeline.latent_config("binary-c8") == {"kind": "binary", "bits": 8}
+    assert pipeline.latent_config("vq-K1024") == {"kind": "vq", "codebook_size": 1024, "dim": 8}
+    assert pipeline.latent_config("continuous-d4") == {"kind": "continuous", "dim": 4}
     for bad in ("binary-8", "vq-c256", "gauss-d8", "binary-c0", "binary-cx"):
         with pytest.raises(ValueError, match="unknown latent format"):
-            common.latent_config(bad)
+            pipeline.latent_config(bad)
 
 
 def test_cpu_preset_falls_back_to_digits_with_a_warning_when_fashion_mnist_is_missing(tmp_path, monkeypatch):

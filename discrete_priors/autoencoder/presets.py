@@ -10,8 +10,6 @@ returns the keyword arguments of :class:`~discrete_priors.autoencoder.Autoencode
                   after 600 steps continuous dim 8 23.7 dB. Train longer for good reconstructions.
 * ``paper``       VQGAN-style backbone of the Binary Latent Diffusion paper for 256x256 images:
                   k = 16, widths 128 x (1, 1, 2, 2, 4), 2 blocks per resolution, attention at 16x16.
-
-The training hyperparameters these presets were tuned with are in ``TRAIN_HINTS``.
 """
 
 from __future__ import annotations
@@ -29,16 +27,6 @@ PRESETS = {
               "norm_groups": 32, "recon_loss": "l1", "disc_width": 64, "disc_layers": 3},
 }
 
-# Optimiser settings the presets were tuned with: AdamW(betas=(0.9, 0.99), weight_decay=0), linear
-# warm-up then cosine decay to 0, no weight EMA; the trainer/CLI may adopt them as defaults.
-TRAIN_HINTS = {
-    "tiny": {"lr": 3e-3, "batch_size": 16, "steps": 100, "warmup_steps": 0},
-    "cpu-digits": {"lr": 2e-3, "batch_size": 64, "steps": 2000, "warmup_steps": 100},
-    "cpu-fashion": {"lr": 2e-3, "batch_size": 64, "steps": 2000, "warmup_steps": 100},
-    "paper": {"lr": 1e-4, "batch_size": 32, "steps": 400_000, "warmup_steps": 1000},  # untuned, VQGAN-like
-}
-
-
 def autoencoder_preset(name: str, *, latent: dict, image_size: int, image_channels: int) -> dict:
     """Config dict for ``Autoencoder(**config)``: the preset's backbone plus the given latent and image shape."""
     if name not in PRESETS:
@@ -49,4 +37,4 @@ def autoencoder_preset(name: str, *, latent: dict, image_size: int, image_channe
     return config | {"latent": dict(latent), "image_size": image_size, "image_channels": image_channels}
 
 
-__all__ = ["PRESETS", "TRAIN_HINTS", "autoencoder_preset"]
+__all__ = ["PRESETS", "autoencoder_preset"]
