@@ -14,6 +14,8 @@ retrained, and a (experiment, variant, seed) cell already in results.csv is skip
 
 from __future__ import annotations
 
+import functools
+
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -189,23 +191,38 @@ def extractor_for(preset: Preset, out: Path, *, data_dir=None):
                                  cache_dir=out / "classifier", data_dir=data_dir)
 
 
-class Scoring(NamedTuple):
+class Scoring:
     """What every runner scores samples with: the dataset's feature extractor, its train and test
-    images, and a :class:`~discrete_priors.evaluate.SampleScorer` against them (features computed
-    on first use only, so a rerun whose cells are all recorded computes none)."""
+    images, and a :class:`~discrete_priors.evaluate.SampleScorer` against them. Each is built on
+    first use (the SampleScorer computes its features on first use too), so a rerun whose cells
+    are all recorded loads no data and computes no feature."""
 
-    extractor: object
-    train: torch.Tensor
-    test: torch.Tensor
-    scorer: evaluate.SampleScorer
+    def __init__(self, preset: Preset, out: Path, *, data_dir=None):
+        self._preset, self._out, self._data_dir = preset, Path(out), data_dir
+
+    @functools.cached_property
+    def extractor(self):
+        return extractor_for(self._preset, self._out, data_dir=self._data_dir)
+
+    def _images(self, split: str) -> torch.Tensor:
+        return load_dataset(self._preset.dataset, split=split, size=self._preset.size, data_dir=self._data_dir).images
+
+    @functools.cached_property
+    def train(self) -> torch.Tensor:
+        return self._images("train")
+
+    @functools.cached_property
+    def test(self) -> torch.Tensor:
+        return self._images("test")
+
+    @functools.cached_property
+    def scorer(self) -> evaluate.SampleScorer:
+        return evaluate.SampleScorer(self.extractor, reference=self.test, train=self.train)
 
 
 def scoring_for(preset: Preset, out: Path, *, data_dir=None) -> Scoring:
-    """The runner preamble: :func:`extractor_for` and the preset's train and test images."""
-    extractor = extractor_for(preset, out, data_dir=data_dir)
-    train = load_dataset(preset.dataset, split="train", size=preset.size, data_dir=data_dir).images
-    test = load_dataset(preset.dataset, split="test", size=preset.size, data_dir=data_dir).images
-    return Scoring(extractor, train, test, evaluate.SampleScorer(extractor, reference=test, train=train))
+    """The runner preamble: :func:`extractor_for` and the preset's train and test images, lazily."""
+    return Scoring(preset, out, data_dir=data_dir)
 
 
 def record(out: Path, *, experiment: str, variant: str, seed: int, values: dict, extractor: str, num_samples: int,

@@ -67,7 +67,6 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
     out = Path(out)
     figures = out / "samples" / "figures"
     scoring = scoring_for(preset, out, data_dir=data_dir)
-    extractor, test = scoring.extractor, scoring.test
     n = preset.num_samples
     variants = ([f"temperature/tau={tau:g}" for tau in TEMPERATURES] + [f"class-conditional/w={w:g}" for w in GUIDANCE]
                 + [f"inpainting/{name}" for name in INPAINT_PRIORS])
@@ -75,7 +74,7 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
     def score(variant: str, seed: int, images: torch.Tensor, extra: dict | None = None) -> None:
         quality = scoring.scorer(images)
         values = {k: quality[k] for k in METRICS} | (extra or {})
-        record(out, experiment="figures", variant=variant, seed=seed, values=values, extractor=extractor.name,
+        record(out, experiment="figures", variant=variant, seed=seed, values=values, extractor=scoring.extractor.name,
                num_samples=len(images), preset=preset)
 
     for seed in preset.seeds:
@@ -114,8 +113,8 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
                 blocks.append(samples.images[:3 * prior.num_classes])  # three rows: one column per class
                 if not done(out, preset=preset, experiment="figures", variant=cell, seed=seed):
                     extra = {}
-                    if hasattr(extractor, "predict"):  # classifier features (Inception has no dataset classes)
-                        extra["class_accuracy"] = (extractor.predict(samples.images) == labels).double().mean().item()
+                    if hasattr(scoring.extractor, "predict"):  # classifier features (Inception has no dataset classes)
+                        extra["class_accuracy"] = (scoring.extractor.predict(samples.images) == labels).double().mean().item()
                     score(cell, seed, samples.images, extra)
             save_grid(torch.cat(blocks), figures / f"class_conditional-seed{seed}.png", nrow=prior.num_classes, scale=2)
 
@@ -124,7 +123,7 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
         if not all(done(out, preset=preset, experiment="figures", variant=c, seed=seed) for c in cells):
             known = test_cache.codes[:n]
             mask = top_half_mask(ae.code_spec, len(known))
-            rows = [test[:PER_ROW]]
+            rows = [scoring.test[:PER_ROW]]
             for cell, name in zip(cells, INPAINT_PRIORS):
                 samples = pipeline.sample_images(ae, samplers_prior(name), len(known), seed=seed, progress=progress,
                                                  inpaint_mask=mask, known_codes=known)
@@ -140,10 +139,10 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
         # reconstruction examples, one row per trained latent format (cheap: redrawn on every run)
         names = [name for name in reconstruction.LATENTS if (out / "ae" / f"{name}-seed{seed}" / "checkpoints").is_dir()]
         names += [binary.name] * (binary.name not in names)
-        rows = [test[:PER_ROW]]
+        rows = [scoring.test[:PER_ROW]]
         for name in names:
             fmt = pipeline.load_autoencoder(out / "ae" / f"{name}-seed{seed}")
-            rows.append(pipeline.decode_codes(fmt, pipeline.encode_images(fmt, test[:PER_ROW]).codes))
+            rows.append(pipeline.decode_codes(fmt, pipeline.encode_images(fmt, scoring.test[:PER_ROW]).codes))
         path = figures / f"reconstruction-seed{seed}.png"
         save_grid(torch.cat(rows), path, nrow=PER_ROW, scale=2)
         write_caption(path, "rows: test images, then their reconstructions by " + ", ".join(names))

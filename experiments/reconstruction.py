@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from discrete_priors import metrics, pipeline
-from experiments.common import Preset, done, ensure_autoencoder, record, scoring_for
+from experiments.common import Preset, ensure_autoencoder, pending, record, scoring_for
 
 # Paper Table 4's grid on our backbone; any binary-c<k> / vq-K<k> / continuous-d<d> name works.
 LATENTS = ("binary-c8", "binary-c16", "binary-c32", "vq-K256", "vq-K1024", "continuous-d8")
@@ -34,12 +34,13 @@ def code_statistics(codes, spec) -> dict:
 def run(preset: Preset, out: Path, *, latents=LATENTS, data_dir=None, progress=None) -> None:
     out = Path(out)
     configs = {name: pipeline.latent_config(name) for name in latents}  # bad names fail before any training
+    todo = {seed: pending(out, preset=preset, experiment="reconstruction", variants=latents, seed=seed) for seed in preset.seeds}
+    if not any(todo.values()):
+        return  # every cell recorded: no data loaded, no features computed
     scoring = scoring_for(preset, out, data_dir=data_dir)
     extractor, train, test = scoring.extractor, scoring.train, scoring.test
-    for seed in preset.seeds:
-        for name in latents:
-            if done(out, preset=preset, experiment="reconstruction", variant=name, seed=seed):
-                continue
+    for seed, names in todo.items():
+        for name in names:
             ae_dir = ensure_autoencoder(preset, out, latent=configs[name], name=name, seed=seed, data_dir=data_dir)
             ae = pipeline.load_autoencoder(ae_dir)
             codes = pipeline.encode_images(ae, test).codes
