@@ -195,12 +195,12 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 def optimizer_implementation(device: torch.device) -> dict:
-    """AdamW's kernel choice on ``device``: ``fused=True`` on CUDA (one kernel for all parameters),
-    ``foreach=True`` elsewhere. On CPU the foreach step is bit-identical to the default per-tensor
-    loop (so runs and checkpoints of the old code continue exactly), while the fused CPU kernel
-    differs in the last bits (up to ~6e-7 relative after 50 steps) and measured no faster at the
-    cpu preset (see the report of issue 11)."""
-    return {"fused": True} if device.type == "cuda" else {"foreach": True}
+    """AdamW's kernel on ``device``: ``fused=True`` on CPU and CUDA (one kernel over all
+    parameters), ``foreach=True`` elsewhere. Measured at the cpu prior (0.83M parameters in 50
+    tensors, 1 thread): fused 0.27x the default per-tensor loop's step time, foreach 0.81x. Only
+    foreach is bit-identical to the loop; the fused CPU kernel rounds differently, within 1e-6
+    relative after 50 steps (tests/test_trainer.py checks it)."""
+    return {"fused": True} if device.type in {"cpu", "cuda"} else {"foreach": True}
 
 
 def adamw(module: nn.Module, lr: float, config: TrainConfig, device: torch.device | None = None) -> torch.optim.AdamW:
