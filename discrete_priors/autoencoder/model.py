@@ -167,7 +167,7 @@ class Autoencoder(nn.Module):
             perceptual_total = rec + self.perceptual_weight * perceptual
             terms["perceptual"] = perceptual.detach()
         if discriminator is not None and self.adversarial_weight > 0 and step >= self.disc_start:
-            gen_loss = hinge_generator_loss(discriminator(recon * 2 - 1))
+            gen_loss = hinge_generator_loss(discriminator(recon * 2 - 1).float())
             if torch.is_grad_enabled() and perceptual_total.requires_grad:
                 weight = adaptive_weight(perceptual_total, gen_loss, self.decoder.last_layer,
                                          max_weight=self.adaptive_weight_max)
@@ -207,8 +207,8 @@ class Autoencoder(nn.Module):
         advance Adam's step count); an un-called DDP module expects no backward, so this is safe."""
         if step < self.disc_start:
             return LossOutput(torch.zeros((), device=images.device), {"disc": torch.zeros(())})
-        real = discriminator(images * 2 - 1)
-        fake = discriminator(recon_detached.detach() * 2 - 1)
+        real = discriminator(images * 2 - 1).float()  # fp32 losses under autocast
+        fake = discriminator(recon_detached.detach() * 2 - 1).float()
         loss = hinge_discriminator_loss(real, fake)
         return LossOutput(loss, {"disc": loss.detach(), "logits_real": real.detach().mean(),
                                  "logits_fake": fake.detach().mean()})

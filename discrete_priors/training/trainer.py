@@ -199,7 +199,7 @@ def optimizer_implementation(device: torch.device) -> dict:
     parameters), ``foreach=True`` elsewhere. Measured at the cpu prior (0.83M parameters in 50
     tensors, 1 thread): fused 0.27x the default per-tensor loop's step time, foreach 0.81x. Only
     foreach is bit-identical to the loop; the fused CPU kernel rounds differently, within 1e-6
-    relative after 50 steps (tests/test_trainer.py checks it)."""
+    relative after 50 steps (tests/test_training_speed.py checks it)."""
     return {"fused": True} if device.type in {"cpu", "cuda"} else {"foreach": True}
 
 
