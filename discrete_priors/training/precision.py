@@ -76,11 +76,11 @@ def autocast_context(device: torch.device | str, precision: str):
 def set_threads(threads: int | None) -> int:
     """Set PyTorch's intra-op CPU threads (None: leave PyTorch's default); returns the count in use.
 
-    Recommended: ``1`` on this project's shared 2-core machine and any machine where other jobs
-    run. Measured here (prior training step, cpu preset, batch 128, interleaved processes): see
-    the report of issue 11 -- 2 threads bought little on 2 loaded cores, and earlier runs
-    measured 2 threads 4.7x *slower* when the other core was busy. On an unloaded machine use
-    the number of physical cores."""
+    Recommended default: ``1``. Measured on this project's shared 2-core machine (Bernoulli prior
+    training step, cpu preset, batch 128, separate processes alternating 1 / 2 threads, medians):
+    2 threads were 4.1-5.8x slower than 1 (median 4.7x over 3 rounds), because the other engineers'
+    jobs keep both cores busy and intra-op threads then wait on each other. Use more threads only
+    on an unloaded machine, at most its number of physical cores."""
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1 (or None for PyTorch's default), got {threads}")
