@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -270,11 +271,23 @@ def test_grad_clipping_caps_the_global_norm_and_logs_the_raw_norm(tmp_path):
     assert model.w.grad.norm().item() == pytest.approx(1.5, rel=1e-5)
 
 
-def test_amp_on_cpu_is_rejected_and_auto_is_off(tmp_path):
+def test_fp16_on_cpu_is_rejected_auto_is_fp32_and_bf16_autocasts(tmp_path):
     data = (torch.zeros(4, 1),)
     with pytest.raises(ValueError, match="needs a CUDA device"):
-        Trainer(Scalar(torch.ones(2)), data, TrainConfig(amp="bf16", device="cpu", batch_size=2), tmp_path)
-    assert Trainer(Scalar(torch.ones(2)), data, TrainConfig(device="cpu", batch_size=2), tmp_path).amp_dtype is None
+        Trainer(Scalar(torch.ones(2)), data, TrainConfig(amp="fp16", device="cpu", batch_size=2), tmp_path)
+    with pytest.raises(ValueError, match="unknown precision 'bf32'"):
+        TrainConfig(amp="bf32")
+    for amp in ("auto", "off", "fp32"):  # "off": the spelling of old checkpoints' configs
+        t = Trainer(Scalar(torch.ones(2)), data, TrainConfig(amp=amp, device="cpu", batch_size=2), tmp_path)
+        assert t.amp_dtype is None and t.precision == "fp32"
+        with t.autocast():
+            assert not torch.is_autocast_enabled("cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # emulated bf16 on CPUs without AVX512-BF16/AMX
+        t = Trainer(Scalar(torch.ones(2)), data, TrainConfig(amp="bf16", device="cpu", batch_size=2), tmp_path)
+    assert t.amp_dtype == torch.bfloat16 and not t.scaler.is_enabled()
+    with t.autocast():
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
     with pytest.raises(AssertionError, match="unknown schedule"):
         TrainConfig(schedule="linear")
     assert TrainConfig.from_dict(TrainConfig(betas=(0.5, 0.6)).to_dict()) == TrainConfig(betas=(0.5, 0.6))

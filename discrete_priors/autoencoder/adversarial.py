@@ -44,7 +44,7 @@ class AdversarialTraining(TrainingHook):
         self.params = [p for p in self.discriminator.parameters() if p.requires_grad]
         self.disc_train = trainer.wrap(self.discriminator)
         self.lr = trainer.config.lr if trainer.config.disc_lr is None else trainer.config.disc_lr
-        self.optimizer = adamw(self.discriminator, self.lr, trainer.config)
+        self.optimizer = adamw(self.discriminator, self.lr, trainer.config, trainer.device)
         self.scaler = trainer.grad_scaler()
 
     def before_step(self, step: int) -> dict:

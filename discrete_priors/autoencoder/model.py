@@ -120,14 +120,19 @@ class Autoencoder(nn.Module):
         mode: binary ``deterministic`` | ``sample`` | ``probs``; VQ ``deterministic``;
         continuous ``deterministic`` | ``sample``."""
         self._check_images(images)
-        return self.latent.encode(self.encoder(images * 2 - 1), mode=mode, generator=generator)
+        return self.latent.encode(self._encode_raw(images), mode=mode, generator=generator)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes in the library layout -> images (B, C, H, W) clamped to [0, 1]."""
         return self._decode_raw(self.latent.decode_codes(codes, self.grid)).clamp(0, 1)
 
+    # Under autocast (training/precision.py) the networks run in bf16/fp16; what leaves them is cast
+    # back to fp32, so latents, losses and metrics are computed in fp32.
+    def _encode_raw(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder(images * 2 - 1).to(torch.promote_types(images.dtype, torch.float32))
+
     def _decode_raw(self, decoder_input: torch.Tensor) -> torch.Tensor:
-        return (self.decoder(decoder_input) + 1) / 2
+        return (self.decoder(decoder_input).to(torch.promote_types(decoder_input.dtype, torch.float32)) + 1) / 2
 
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, mode: str = "deterministic", *,
@@ -136,19 +141,25 @@ class Autoencoder(nn.Module):
         return self.decode(self.encode(images, mode, generator=generator))
 
     # -- training (trainer contract C3) ---------------------------------------------------------
+    accepts_log_terms = True  # the trainer passes log_terms= (training/trainer.py)
+
     def forward(self, images: torch.Tensor, *, step: int = 0, generator: torch.Generator | None = None,
-                discriminator: nn.Module | None = None) -> AELoss:
+                discriminator: nn.Module | None = None, log_terms: bool = True) -> AELoss:
         """images (B, C, H, W) in [0, 1] -> AELoss. ``step`` and ``discriminator`` come from
         :meth:`training_hook` during training; the discriminator is only called here (its own
-        update is the hook's business); the adversarial term starts at ``disc_start``."""
+        update is the hook's business); the adversarial term starts at ``disc_start``.
+        ``log_terms=False`` (the trainer's steps that are not logged) leaves out the terms that are
+        only logged: psnr and the latent's statistics."""
         self._check_images(images)
-        out = self.latent(self.encoder(images * 2 - 1), generator=generator)
+        out = self.latent(self._encode_raw(images), generator=generator)
         recon = self._decode_raw(out.decoder_input)
         rec = reconstruction_loss(recon, images, self.recon_loss)
         loss = rec + out.loss
-        terms = {"recon": rec.detach(), "latent_loss": out.loss.detach(),
-                 "psnr": psnr(recon.detach().clamp(0, 1), images).mean()}
-        terms |= {k: float(v) for k, v in out.stats.items()}
+        terms = {"recon": rec.detach(), "latent_loss": out.loss.detach()}
+        if log_terms:
+            terms["psnr"] = psnr(recon.detach().clamp(0, 1), images).mean()
+            # tensors stay tensors: float() of one would wait for the device
+            terms |= {k: v.detach() if torch.is_tensor(v) else float(v) for k, v in out.stats.items()}
         perceptual_total = rec
         if self.perceptual_weight > 0:
             perceptual = self._perceptual_loss(images)(recon, images).mean()
@@ -156,7 +167,7 @@ class Autoencoder(nn.Module):
             perceptual_total = rec + self.perceptual_weight * perceptual
             terms["perceptual"] = perceptual.detach()
         if discriminator is not None and self.adversarial_weight > 0 and step >= self.disc_start:
-            gen_loss = hinge_generator_loss(discriminator(recon * 2 - 1))
+            gen_loss = hinge_generator_loss(discriminator(recon * 2 - 1).float())
             if torch.is_grad_enabled() and perceptual_total.requires_grad:
                 weight = adaptive_weight(perceptual_total, gen_loss, self.decoder.last_layer,
                                          max_weight=self.adaptive_weight_max)
@@ -196,8 +207,8 @@ class Autoencoder(nn.Module):
         advance Adam's step count); an un-called DDP module expects no backward, so this is safe."""
         if step < self.disc_start:
             return LossOutput(torch.zeros((), device=images.device), {"disc": torch.zeros(())})
-        real = discriminator(images * 2 - 1)
-        fake = discriminator(recon_detached.detach() * 2 - 1)
+        real = discriminator(images * 2 - 1).float()  # fp32 losses under autocast
+        fake = discriminator(recon_detached.detach() * 2 - 1).float()
         loss = hinge_discriminator_loss(real, fake)
         return LossOutput(loss, {"disc": loss.detach(), "logits_real": real.detach().mean(),
                                  "logits_fake": fake.detach().mean()})

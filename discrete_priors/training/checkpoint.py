@@ -54,6 +54,9 @@ def optimizer_state_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str
     return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
 
 
+_IMPLEMENTATION_KEYS = ("foreach", "fused")
+
+
 def optimizer_state_from_files(tensors: dict[str, torch.Tensor], meta: dict, optimizer: torch.optim.Optimizer) -> dict:
     """Inverse of :func:`optimizer_state_to_files`; ``optimizer`` supplies the tuple-typed options
     (JSON turns ``betas=(0.9, 0.99)`` into a list)."""
@@ -65,7 +68,11 @@ def optimizer_state_from_files(tensors: dict[str, torch.Tensor], meta: dict, opt
         state.setdefault(int(index), {}).update(values)
     groups = []
     for saved, current in zip(meta["param_groups"], optimizer.param_groups, strict=True):
-        groups.append({k: tuple(v) if isinstance(current.get(k), tuple) else v for k, v in saved.items()})
+        group = {k: tuple(v) if isinstance(current.get(k), tuple) else v for k, v in saved.items()}
+        # the kernel choice is the running code's (old checkpoints saved foreach=None, fused=None):
+        # the state itself is the same for every implementation
+        group.update({k: current[k] for k in _IMPLEMENTATION_KEYS if k in current})
+        groups.append(group)
     return {"state": state, "param_groups": groups}
 
 
