@@ -15,6 +15,7 @@ from discrete_priors.data import load_dataset, load_latent_cache
 from discrete_priors.demo import run_demo
 from discrete_priors.io import append_text, load_tensors
 from discrete_priors.results import append_rows, make_rows
+from discrete_priors.training import autocast_context
 
 PRIOR_FLAGS = ("timesteps", "schedule", "parameterization", "reverse", "loss_balance", "vlb_weight", "loss_weighting")
 
@@ -39,14 +40,16 @@ def train_config_from_args(args) -> dict:
                                  ema_decay=args.ema_decay, warmup_steps=args.warmup_steps,
                                  checkpoint_every=args.checkpoint_every, schedule=args.lr_schedule,
                                  min_lr_ratio=args.min_lr_ratio, weight_decay=args.weight_decay,
-                                 grad_clip=args.grad_clip, device=args.device)
+                                 grad_clip=args.grad_clip, device=args.device, amp=args.precision,
+                                 compile=args.compile)
 
 
 def encode(args) -> dict:
-    paths = pipeline.write_latent_cache(ae_dir=args.ae, out_dir=args.out, dataset=args.dataset, size=args.size,
-                                        data_dir=args.data_dir, splits=tuple(args.splits.split(",")), mode=args.mode,
-                                        with_probs=not args.no_probs, seed=args.seed, data_seed=args.data_seed,
-                                        device=args.device)
+    with autocast_context(pipeline.resolve_device(args.device), args.precision):
+        paths = pipeline.write_latent_cache(ae_dir=args.ae, out_dir=args.out, dataset=args.dataset, size=args.size,
+                                            data_dir=args.data_dir, splits=tuple(args.splits.split(",")), mode=args.mode,
+                                            with_probs=not args.no_probs, seed=args.seed, data_seed=args.data_seed,
+                                            device=args.device)
     return {split: str(p) for split, p in paths.items()}
 
 
@@ -81,8 +84,9 @@ def sample(args) -> dict:
     prior = pipeline.load_prior(args.prior, device=device)
     labels = parse_labels(args.labels, args.num_samples)
     start = time.perf_counter()
-    out = pipeline.sample_images(ae, prior, args.num_samples, batch_size=args.batch_size, seed=args.seed, labels=labels,
-                                 steps=args.steps, temperature=args.temperature, guidance=args.guidance)
+    with autocast_context(device, args.precision):
+        out = pipeline.sample_images(ae, prior, args.num_samples, batch_size=args.batch_size, seed=args.seed, labels=labels,
+                                     steps=args.steps, temperature=args.temperature, guidance=args.guidance)
     seconds = time.perf_counter() - start
     meta = {"seed": args.seed, "steps": args.steps, "temperature": args.temperature, "guidance": args.guidance,
             "seconds": seconds}
@@ -117,11 +121,12 @@ def eval(args) -> dict:  # noqa: A001 - the CLI command is called eval
         if args.guidance != 0.0 and labels is None:
             labels = torch.arange(args.num_samples) % prior.num_classes if prior.num_classes else None
         test_cache = None if args.latents is None else load_latent_cache(Path(args.latents) / "test.safetensors")
-        row = evaluate.score_prior(prior, ae, scorer, num_samples=args.num_samples, seed=args.seed,
-                                   batch_size=args.batch_size, steps=args.steps, temperature=args.temperature,
-                                   guidance=args.guidance, labels=labels, speed_batch_size=args.batch_size,
-                                   test_codes=None if test_cache is None else test_cache.codes,
-                                   test_labels=None if test_cache is None else test_cache.labels).row
+        with autocast_context(device, args.precision):
+            row = evaluate.score_prior(prior, ae, scorer, num_samples=args.num_samples, seed=args.seed,
+                                       batch_size=args.batch_size, steps=args.steps, temperature=args.temperature,
+                                       guidance=args.guidance, labels=labels, speed_batch_size=args.batch_size,
+                                       test_codes=None if test_cache is None else test_cache.codes,
+                                       test_labels=None if test_cache is None else test_cache.labels).row
         num_samples = args.num_samples
         variant = args.variant or f"{pipeline.read_json(Path(args.prior) / 'prior.json')['name']}/S={args.steps or 'default'}"
     out = Path(args.out)
