@@ -146,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Draw samples from a trained prior and decode them with the autoencoder.")
     p.add_argument("--ae", required=True, help="autoencoder run directory")
     p.add_argument("--prior", required=True, help="prior run directory")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="decode with an autoencoder other than the one the prior was trained on (refused otherwise)")
     p.add_argument("-n", "--num-samples", type=int, default=64, help="number of samples")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (prior default if unset)")
     p.add_argument("--temperature", type=float, default=1.0, help="temperature τ on the network's logits")
@@ -163,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and to a tidy CSV (one row per metric).")
     p.add_argument("--ae", default=None, help="autoencoder run directory (needed with --prior)")
     p.add_argument("--prior", default=None, help="prior run directory: samples are drawn from it")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="use an autoencoder (and --latents) other than the prior's own (refused otherwise)")
     p.add_argument("--samples", default=None, help="instead of --prior: a directory with samples.safetensors (from sample)")
     p.add_argument("--latents", default=None, help="latent cache directory; its test split gives the held-out NLL")
     _add_data_args(p)

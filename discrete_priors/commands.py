@@ -80,8 +80,7 @@ def parse_labels(text: str | None, n: int) -> torch.Tensor | None:
 
 def sample(args) -> dict:
     device = pipeline.resolve_device(args.device)
-    ae = pipeline.load_autoencoder(args.ae, device=device)
-    prior = pipeline.load_prior(args.prior, device=device)
+    prior, ae = pipeline.load_prior_and_autoencoder(args.prior, args.ae, allow_mismatch=args.allow_mismatch, device=device)
     labels = parse_labels(args.labels, args.num_samples)
     start = time.perf_counter()
     with autocast_context(device, args.precision):
@@ -104,6 +103,9 @@ def eval(args) -> dict:  # noqa: A001 - the CLI command is called eval
     if args.prior is not None and args.ae is None:
         raise SystemExit("eval: --prior needs --ae to decode the sampled codes")
     device = pipeline.resolve_device(args.device)
+    if args.prior is not None:  # a mismatched pair is refused before any data is loaded
+        prior, ae = pipeline.load_prior_and_autoencoder(args.prior, args.ae, allow_mismatch=args.allow_mismatch,
+                                                        device=device)
     train = load_dataset(args.dataset, split="train", size=args.size, data_dir=args.data_dir, seed=args.data_seed).images
     test = load_dataset(args.dataset, split="test", size=args.size, data_dir=args.data_dir, seed=args.data_seed).images
     extractor_name = args.extractor or f"classifier:{args.dataset}"
@@ -115,12 +117,13 @@ def eval(args) -> dict:  # noqa: A001 - the CLI command is called eval
         row, num_samples = scorer(images), len(images)
         variant = args.variant or Path(args.samples).name
     else:
-        ae = pipeline.load_autoencoder(args.ae, device=device)
-        prior = pipeline.load_prior(args.prior, device=device)
         labels = parse_labels(args.labels, args.num_samples)
         if args.guidance != 0.0 and labels is None:
             labels = torch.arange(args.num_samples) % prior.num_classes if prior.num_classes else None
-        test_cache = None if args.latents is None else load_latent_cache(Path(args.latents) / "test.safetensors")
+        test_cache = None
+        if args.latents is not None:  # held-out codes of another autoencoder would score a meaningless NLL
+            fingerprint = None if args.allow_mismatch else pipeline.autoencoder_fingerprint(args.ae)
+            test_cache = load_latent_cache(Path(args.latents) / "test.safetensors", expect_autoencoder_hash=fingerprint)
         with autocast_context(device, args.precision):
             row = evaluate.score_prior(prior, ae, scorer, num_samples=args.num_samples, seed=args.seed,
                                        batch_size=args.batch_size, steps=args.steps, temperature=args.temperature,

@@ -80,6 +80,37 @@ def autoencoder_fingerprint(run_dir: str | Path) -> str:
     return config_hash({"config": read_json(ckpt / "model_config.json"), "weights": digest.hexdigest()})
 
 
+def check_prior_matches_autoencoder(prior_dir: str | Path, ae_dir: str | Path, *, allow_mismatch: bool = False) -> None:
+    """Refuse to decode a prior's codes with an autoencoder they were not trained on: the prior
+    records the fingerprint (:func:`autoencoder_fingerprint`) of the autoencoder that made its
+    latent cache, in ``prior.json``. Same code shape is not enough — another autoencoder reads the
+    same bits as other images. ``allow_mismatch`` turns the error into a warning (deliberate use)."""
+    info_path = Path(prior_dir) / "prior.json"
+    if not info_path.exists():
+        raise FileNotFoundError(f"{prior_dir} has no prior.json: is it a prior run directory (from train-prior)?")
+    recorded = read_json(info_path).get("autoencoder_hash")
+    actual = autoencoder_fingerprint(ae_dir)
+    if recorded == actual:
+        return
+    message = (f"the prior in {prior_dir} was trained on codes of autoencoder {recorded or '(not recorded)'} "
+               f"(latents: {read_json(info_path).get('latents')}), but {ae_dir} is autoencoder {actual}")
+    if allow_mismatch:
+        import warnings
+
+        warnings.warn(message + "; decoding anyway (--allow-mismatch)", RuntimeWarning, stacklevel=2)
+        return
+    raise ValueError(message + ": pass the autoencoder the prior was trained with, or --allow-mismatch "
+                     "(allow_mismatch=True) if decoding with another one is deliberate")
+
+
+def load_prior_and_autoencoder(prior_dir: str | Path, ae_dir: str | Path, *, allow_mismatch: bool = False,
+                               ema: bool = True, device: str | torch.device = "auto"):
+    """(prior, autoencoder) after :func:`check_prior_matches_autoencoder`: the loader for sampling
+    images from a trained prior."""
+    check_prior_matches_autoencoder(prior_dir, ae_dir, allow_mismatch=allow_mismatch)
+    return load_prior(prior_dir, ema=ema, device=device), load_autoencoder(ae_dir, device=device)
+
+
 # ---------------------------------------------------------------------------------------------
 # encoding and decoding in batches
 # ---------------------------------------------------------------------------------------------

@@ -146,6 +146,18 @@ def test_whole_pipeline_through_the_cli(tmp_path):
     assert main(["sample", "--ae", str(ae), "--prior", str(prior), "-n", "12", "--steps", "4", "--seed", "3",
                  "--out", str(tmp_path / "again"), "--device", "cpu"]) == 0
     assert torch.equal(load_tensors(tmp_path / "again" / "samples.safetensors")["codes"], saved["codes"])
+    # a second autoencoder with the same code shape: sampling the prior through it is refused, naming both
+    other = tmp_path / "other-ae"
+    assert main(["train-ae", "--preset", "tiny", "--bits", "8", "--out", str(other), "--seed", "1", *common]) == 0
+    with pytest.raises(ValueError, match=r"trained on codes of autoencoder .* but .*other-ae is autoencoder .*--allow-mismatch"):
+        main(["sample", "--ae", str(other), "--prior", str(prior), "-n", "4", "--out", str(tmp_path / "bad"), "--device", "cpu"])
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(ValueError, match="--allow-mismatch"):
+        main(["eval", "--ae", str(other), "--prior", str(prior), "-n", "4", "--cache-dir", str(tmp_path / "clf"),
+              "--out", str(tmp_path / "bad-eval")])
+    with pytest.warns(RuntimeWarning, match="decoding anyway"):
+        assert main(["sample", "--ae", str(other), "--prior", str(prior), "-n", "4", "--steps", "2", "--allow-mismatch",
+                     "--out", str(tmp_path / "deliberate"), "--device", "cpu"]) == 0
     assert main(["eval", "--samples", str(samples), "--cache-dir", str(tmp_path / "clf"), "--out", str(results)]) == 0
     import pandas as pd
 
