@@ -33,6 +33,17 @@ from discrete_priors.training.precision import PRECISIONS
 HELP_FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1, refused at parse time (before any data is loaded or file written)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
 def module_constant(module: str, name: str) -> tuple:
     """The literal tuple ``name`` of ``module``, read from its source without importing it: the
     prior modules import x-transformers (3 s), which ``--help`` should not wait for."""
@@ -59,8 +70,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 def _add_train_args(p: argparse.ArgumentParser, *, steps: int, batch_size: int, lr: float, ema_decay: float) -> None:
     g = p.add_argument_group("training")
-    g.add_argument("--steps", type=int, default=steps, help="optimizer steps (a rerun resumes from the last checkpoint)")
-    g.add_argument("--batch-size", type=int, default=batch_size, help="global batch size (split across torchrun processes)")
+    g.add_argument("--steps", type=positive_int, default=steps, help="optimizer steps (a rerun resumes from the last checkpoint)")
+    g.add_argument("--batch-size", type=positive_int, default=batch_size, help="global batch size (split across torchrun processes)")
     g.add_argument("--lr", type=float, default=lr, help="AdamW peak learning rate")
     g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     g.add_argument("--warmup-steps", type=int, default=100, help="linear learning-rate warm-up")
@@ -70,7 +81,8 @@ def _add_train_args(p: argparse.ArgumentParser, *, steps: int, batch_size: int, 
     g.add_argument("--ema-decay", type=float, default=ema_decay,
                    help="EMA of weights used for evaluation (0 disables; off for autoencoders: an averaged VQ "
                         "encoder no longer matches its codebook, -8 dB in our runs)")
-    g.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    g.add_argument("--checkpoint-every", type=int, default=None,
+                   help="steps between checkpoints (default: a tenth of --steps, at most 1000)")
     g.add_argument("--seed", type=int, default=0, help="seed for initial weights, batches and all sampling")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the network for training (a cpu-preset prior compiled for 144 s and then "
@@ -98,9 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train an autoencoder whose latent space is binary, VQ or continuous (same backbone).")
     _add_data_args(p)
     p.add_argument("--latent", default="binary", choices=list(LATENTS), help="latent space")
-    p.add_argument("--bits", type=int, default=32, help="binary: bits per latent position (c)")
-    p.add_argument("--codebook-size", type=int, default=512, help="vq: number of codebook vectors K")
-    p.add_argument("--latent-dim", type=int, default=8, help="vq / continuous: latent vector size")
+    p.add_argument("--bits", type=positive_int, default=32, help="binary: bits per latent position (c)")
+    p.add_argument("--codebook-size", type=positive_int, default=512, help="vq: number of codebook vectors K")
+    p.add_argument("--latent-dim", type=positive_int, default=8, help="vq / continuous: latent vector size")
     p.add_argument("--kl-weight", type=float, default=0.0, help="continuous: KL weight (0 = plain autoencoder)")
     p.add_argument("--preset", default="cpu-digits", choices=list(AE_PRESETS), help="architecture preset")
     p.add_argument("--adversarial-weight", type=float, default=0.0, help="PatchGAN hinge loss weight (0 disables)")
@@ -130,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latents", required=True, help="latent cache directory (from encode)")
     p.add_argument("--prior", default="bernoulli", choices=list(PRIORS), help="which prior")
     p.add_argument("--net", default="cpu", help="network size preset shared by all priors: tiny, cpu, paper")
-    p.add_argument("--timesteps", type=int, default=None, help="diffusion steps T (prior default if unset)")
+    p.add_argument("--timesteps", type=positive_int, default=None, help="diffusion steps T (prior default if unset)")
     p.add_argument("--schedule", default=None, choices=SCHEDULES, help="bernoulli: noise schedule")
     p.add_argument("--parameterization", default=None, choices=PARAMETERIZATIONS, help="bernoulli: network target")
     p.add_argument("--reverse", default=None, choices=REVERSE_FORMS, help="bernoulli: reverse-step form")
@@ -148,12 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", required=True, help="prior run directory")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="decode with an autoencoder other than the one the prior was trained on (refused otherwise)")
-    p.add_argument("-n", "--num-samples", type=int, default=64, help="number of samples")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (prior default if unset)")
+    p.add_argument("-n", "--num-samples", type=positive_int, default=64, help="number of samples")
+    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (prior default if unset)")
     p.add_argument("--temperature", type=float, default=1.0, help="temperature τ on the network's logits")
     p.add_argument("--labels", default=None, help="class-conditional: comma-separated labels, cycled over the samples")
     p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w")
-    p.add_argument("--batch-size", type=int, default=256, help="samples per batch")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="samples per batch")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     _add_runtime_args(p)
     p.add_argument("--out", required=True, help="directory for grid.png and samples.safetensors")
@@ -173,13 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extractor", default=None, help="feature extractor: classifier:<dataset> (default: the dataset's) or inception")
     p.add_argument("--inception-weights", default=None, help="local Inception-v3 weights file (for --extractor inception)")
     p.add_argument("--cache-dir", default=None, help="where trained classifier extractors are cached")
-    p.add_argument("-n", "--num-samples", type=int, default=1000, help="samples drawn from --prior")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (prior default if unset)")
+    p.add_argument("-n", "--num-samples", type=positive_int, default=1000, help="samples drawn from --prior")
+    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (prior default if unset)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     p.add_argument("--labels", default=None, help="class-conditional: comma-separated labels, cycled over the samples "
                                                   "(with --guidance and no labels: all classes in turn)")
     p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w")
-    p.add_argument("--batch-size", type=int, default=256, help="samples per batch")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="samples per batch")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     _add_runtime_args(p)
     p.add_argument("--experiment", default="eval", help="experiment name written in the rows")

@@ -86,7 +86,7 @@ def test_train_config_of_the_flags_is_a_trainer_config():
     args = build_parser().parse_args(["train-prior", "--latents", "x", "--out", "y", "--steps", "40", "--lr", "0.01"])
     config = train_config_from_args(args)
     assert config == {"steps": 40, "batch_size": 128, "lr": 0.01, "warmup_steps": 100, "ema_decay": 0.999,
-                      "checkpoint_every": 500, "seed": 0, "schedule": "cosine", "min_lr_ratio": 0.1,
+                      "checkpoint_every": 4, "seed": 0, "schedule": "cosine", "min_lr_ratio": 0.1,
                       "weight_decay": 0.0, "grad_clip": 1.0, "device": "auto", "amp": "auto", "compile": False}
     assert TrainConfig.from_dict(config).steps == 40
     args = build_parser().parse_args(["train-ae", "--out", "y", "--precision", "bf16", "--compile", "--device", "cuda:1"])
@@ -164,3 +164,20 @@ def test_whole_pipeline_through_the_cli(tmp_path):
     rows = pd.read_csv(results / "results.csv")
     assert {"fd", "precision", "recall", "nn_pixel_distance"} <= set(rows["metric"])
     assert rows["value"].notna().all() and (rows["num_samples"] == 12).all()
+
+
+@pytest.mark.parametrize("argv", [
+    ["train-prior", "--latents", "l", "--out", "o", "--steps", "0"],
+    ["train-ae", "--out", "o", "--steps", "-5"],
+    ["train-ae", "--out", "o", "--bits", "0"],
+    ["sample", "--ae", "a", "--prior", "p", "--out", "o", "-n", "0"],
+    ["sample", "--ae", "a", "--prior", "p", "--out", "o", "-n", "-5"],
+    ["sample", "--ae", "a", "--prior", "p", "--out", "o", "--steps", "0"],
+    ["eval", "--out", "o", "--batch-size", "x"],
+])
+def test_non_positive_counts_are_refused_at_parse_time_writing_nothing(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(argv)
+    assert "expected a whole number >= 1" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -384,3 +384,17 @@ def test_train_config_accepts_every_cli_device_and_a_missing_gpu_fails_when_reso
     with pytest.raises(ValueError, match=r"asks for GPU 1, but this machine has GPUs 0\.\.0; pass a GPU index below 1"):
         resolve_device("cuda:1")
     assert resolve_device(torch.device("cuda", 3)) == torch.device("cuda", 3)  # a torch.device is taken as is
+
+
+def test_redirected_output_gets_a_plain_line_per_log_window_and_the_resume_line_always(tmp_path, capsys):
+    t = Trainer(init_(NoisyMLP(), 0), regression_data(), config(steps=8, checkpoint_every=4, log_every=4), tmp_path,
+                progress=True)
+    t.fit(until=4)
+    err = capsys.readouterr().err  # captured: not a terminal, so no bar
+    assert f"{tmp_path.name}: step 4/4 loss " in err and "steps/s" in err
+    quiet = Trainer(init_(NoisyMLP(), 0), regression_data(), config(steps=8, checkpoint_every=4, log_every=4), tmp_path,
+                    progress=False)
+    quiet.fit()
+    err = capsys.readouterr().err
+    assert "resuming from" in err and "at step 4" in err  # even without progress
+    assert "step 8/8" not in err  # progress lines only with progress=True

@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -378,15 +379,16 @@ class Trainer:
                 tmp.write_text("".join(line + "\n" for line in kept))
         changed = {k: (v, state["config"].get(k)) for k, v in self.config.to_dict().items()
                    if state["config"].get(k) != v and k not in {"steps", "log_every", "checkpoint_every", "keep_checkpoints"}}
-        self._message(f"resuming from {folder} at step {self.step}"
+        self._message(always=True, text=f"resuming from {folder} at step {self.step}"
                       + (f"; config changed since (now, then): {changed}" if changed else ""))
         return folder
 
     # -- logging ----------------------------------------------------------------------------------
-    def _message(self, text: str) -> None:
+    def _message(self, text: str, *, always: bool = False) -> None:
+        """A line on stderr (rank 0): with ``progress``, or ``always`` (the resume line)."""
         if self.dist.rank == 0:
             logger.info(text)
-            if self.progress:
+            if self.progress or always:
                 tqdm.write(text, file=sys.stderr)
 
     def _log(self, step: int, window: dict, count: dict) -> dict:
@@ -417,8 +419,10 @@ class Trainer:
         self.train_model.train()
         every = self.config.log_every or max(1, stop - self.step)
         window, count, terms = {}, {}, {}
+        interactive = sys.stderr.isatty()
         bar = tqdm(total=stop, initial=self.step, desc="train", dynamic_ncols=True,
-                   disable=not self.progress or self.dist.rank != 0 or not sys.stderr.isatty())
+                   disable=not self.progress or self.dist.rank != 0 or not interactive)
+        started, start_step = time.perf_counter(), self.step
         while self.step < stop:
             # the same test as the logging below, one step ahead
             record = self.train_step(self.step, log_terms=(self.step + 1) % every == 0 or self.step + 1 == stop)
@@ -428,6 +432,10 @@ class Trainer:
             if self.step % every == 0 or self.step == stop:
                 terms = self._log(self.step, window, count)
                 bar.set_postfix(loss=f"{terms['loss']:.4g}")
+                if not interactive:  # redirected output gets plain lines instead of a bar
+                    rate = (self.step - start_step) / max(time.perf_counter() - started, 1e-9)
+                    self._message(f"{self.out_dir.name}: step {self.step}/{stop} loss {terms['loss']:.4g} "
+                                  f"({rate:.2f} steps/s)")
                 window, count = {}, {}
             if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0 and self.step < stop:
                 last = self.save_checkpoint()
