@@ -45,6 +45,8 @@ class CausalTransformer(nn.Module):
     grid:       (h, w) layout of the N positions (for the 2-D ``sincos`` position code).
     out_dim:    logits per position (K for a categorical, c for c factorised bits).
     num_starts: number of start embeddings (1 unconditional; num_classes + 1 with a null class).
+    fused_attention: PyTorch's fused ``scaled_dot_product_attention`` (default; see
+                :class:`~discrete_priors.nets.denoiser.Denoiser`); not part of the config.
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class CausalTransformer(nn.Module):
         heads: int = 4,
         num_starts: int = 1,
         pos_emb: str = "learned",
+        fused_attention: bool = True,
     ):
         super().__init__()
         assert pos_emb in POS_EMBS, f"unknown pos_emb {pos_emb!r}, expected one of {POS_EMBS}"
@@ -89,7 +92,7 @@ class CausalTransformer(nn.Module):
         # matched network size; positions are added here, so the wrapper's own are off
         self.net = ContinuousTransformerWrapper(
             max_seq_len=0,
-            attn_layers=Decoder(dim=dim, depth=depth, heads=heads, attn_dim_head=dim // heads),
+            attn_layers=Decoder(dim=dim, depth=depth, heads=heads, attn_dim_head=dim // heads, attn_flash=bool(fused_attention)),
             project_out=nn.Linear(dim, out_dim),
             use_abs_pos_emb=False,
         )

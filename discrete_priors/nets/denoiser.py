@@ -12,15 +12,34 @@ condition, gates starting near closed) or as extra prefix tokens that every posi
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 from einops import rearrange, repeat
 from torch import nn
 from x_transformers import ContinuousTransformerWrapper, Encoder
+from x_transformers.attend import Attend
 
 CONDS = ("adaln", "token")
 POS_EMBS = ("learned", "sincos")
+
+
+@contextlib.contextmanager
+def plain_attention(module: nn.Module):
+    """Inside the block, every x-transformers attention in ``module`` runs the plain einsum path
+    (scores materialised, softmax, weighted sum) instead of PyTorch's fused
+    ``scaled_dot_product_attention``: the reference the fused path is tested against. Both
+    compute the same function; results differ by float rounding only (~1e-6)."""
+    attends = [m for m in module.modules() if isinstance(m, Attend)]
+    flags = [m.flash for m in attends]
+    for m in attends:
+        m.flash = False
+    try:
+        yield module
+    finally:
+        for m, flag in zip(attends, flags):
+            m.flash = flag
 
 
 def sinusoidal_embedding(values: torch.Tensor, dim: int, *, max_period: float = 10_000.0) -> torch.Tensor:
@@ -62,6 +81,10 @@ class Denoiser(nn.Module):
     extra tokens prepended to the sequence (dropped from the output).
     ``zero_init_head``: start the output head at zero (all logits 0, i.e. uniform predictions);
     off by default.
+    ``fused_attention``: attention by PyTorch's ``scaled_dot_product_attention`` (x-transformers'
+    ``attn_flash``; fused kernels on CPU and CUDA, no (B, heads, N, N) score tensors kept per
+    layer); False runs the plain einsum path. No parameters depend on it, so it is not part of
+    the config (weights load either way); :func:`plain_attention` switches it off temporarily.
     """
 
     def __init__(
@@ -78,6 +101,7 @@ class Denoiser(nn.Module):
         pos_emb: str = "learned",
         time_cond: bool = True,
         zero_init_head: bool = False,
+        fused_attention: bool = True,
     ):
         super().__init__()
         assert cond in CONDS, f"unknown cond {cond!r}, expected one of {CONDS}"
@@ -117,7 +141,7 @@ class Denoiser(nn.Module):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
         layers = Encoder(
-            dim=dim, depth=depth, heads=heads, attn_dim_head=dim // heads,
+            dim=dim, depth=depth, heads=heads, attn_dim_head=dim // heads, attn_flash=bool(fused_attention),
             **(dict(use_adaptive_layernorm=True, use_adaptive_layerscale=True, dim_condition=dim) if adaln else {}),
         )
         # positions are added here (2-D aware), so the wrapper's 1-D absolute embedding is off

@@ -38,13 +38,20 @@ class Jump(NamedTuple):
     keep_s: torch.Tensor
     b_s: torch.Tensor
 
+    def at(self, index: int) -> "Jump":
+        """The ``index``-th jump of a grid of jumps (:func:`make_jump` with ``ndim=1``): 0-d views
+        on the grid's device (no copy, no host-device transfer)."""
+        return Jump(*(coef[index] for coef in self))
 
-def make_jump(schedule: Schedule, t, s, *, dtype=torch.float32, device=None, ndim: int = 3) -> Jump:
+
+def make_jump(schedule: Schedule, t, s, *, dtype=torch.float32, device=None, ndim: int = 3, check: bool = True) -> Jump:
     """Jump coefficients for steps t, s (ints or (B,) long tensors), computed in float64 (1 − K
-    for K near 1) and then cast; shaped (B, 1, ..., 1) with ``ndim`` dims for per-sample steps."""
+    for K near 1) and then cast; shaped (B, 1, ..., 1) with ``ndim`` dims for per-sample steps
+    (``ndim=1`` for a sampling grid: (S,) coefficients, indexed per step). ``check=False`` skips
+    the validation of the steps (a host-device sync) for steps the caller has already checked."""
     t, s = torch.as_tensor(t), torch.as_tensor(s)
-    keep = schedule.skip(t, s)
-    coefs = (keep, (1.0 - keep) / 2, schedule.k(s), schedule.b(s))
+    keep = schedule.skip(t, s, check=check)
+    coefs = (keep, (1.0 - keep) / 2, schedule.k(s, check=check), schedule.b(s, check=check))
     shape = (-1,) + (1,) * (ndim - 1) if keep.dim() == 1 else ()
     return Jump(*(c.reshape(shape).to(device=device, dtype=dtype) for c in coefs))
 
