@@ -101,8 +101,10 @@ class CausalTransformer(nn.Module):
     def _check_start(self, start: torch.Tensor, batch: int) -> torch.Tensor:
         if start.shape != (batch,) or start.dtype.is_floating_point:
             raise ValueError(f"start: expected integer tensor of shape ({batch},), got {tuple(start.shape)} {start.dtype}")
-        if start.numel() and (start.min() < 0 or start.max() >= self.num_starts):
-            raise ValueError(f"start indices must lie in [0, {self.num_starts}), got [{int(start.min())}, {int(start.max())}]")
+        if start.numel():
+            low, high = torch.stack(torch.aminmax(start.reshape(-1))).tolist()  # one host-device sync
+            if low < 0 or high >= self.num_starts:
+                raise ValueError(f"start indices must lie in [0, {self.num_starts}), got [{low}, {high}]")
         return start
 
     def _check_tokens(self, tokens: torch.Tensor) -> None:
@@ -134,10 +136,12 @@ class CausalTransformer(nn.Module):
 
         First call: ``token=None, cache=None`` -> logits of token 0. Then pass the token just
         chosen, (B,) long or (B, in_dim), and the returned cache -> logits of the next token.
+        ``start`` is range-checked on the first call only (a host-device sync; later steps
+        reuse the start token held in the cache).
         """
         batch = start.shape[0]
-        start = self._check_start(start, batch)
         if cache is None:
+            start = self._check_start(start, batch)
             if token is not None:
                 raise ValueError("the first step takes token=None (the start token comes from `start`)")
             x = self.start_emb(start)[:, None] + self.pos_emb[:1]

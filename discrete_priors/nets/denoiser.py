@@ -150,7 +150,8 @@ class Denoiser(nn.Module):
         )
         self.adaln = adaln
 
-    def condition(self, t: torch.Tensor | None, labels: torch.Tensor | None, batch: int, device) -> list[torch.Tensor]:
+    def condition(self, t: torch.Tensor | None, labels: torch.Tensor | None, batch: int, device,
+                  validate_labels: bool = True) -> list[torch.Tensor]:
         """The conditioning embeddings, each (B, dim): time (if time_cond), class (if num_classes)."""
         embs = []
         if self.time_cond:
@@ -170,19 +171,23 @@ class Denoiser(nn.Module):
                 labels = torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
             if labels.shape != (batch,) or labels.dtype.is_floating_point:
                 raise ValueError(f"labels: expected integer tensor of shape ({batch},), got {tuple(labels.shape)} {labels.dtype}")
-            if labels.numel() and (labels.min() < 0 or labels.max() > self.num_classes):
-                raise ValueError(f"labels must lie in [0, {self.num_classes}] ({self.num_classes} = null class), got "
-                                 f"[{int(labels.min())}, {int(labels.max())}]")
+            if validate_labels and labels.numel():
+                low, high = torch.stack(torch.aminmax(labels.reshape(-1))).tolist()  # one host-device sync
+                if low < 0 or high > self.num_classes:
+                    raise ValueError(f"labels must lie in [0, {self.num_classes}] ({self.num_classes} = null class), got [{low}, {high}]")
             embs.append(self.class_emb(labels))
         elif labels is not None:
             raise ValueError("labels given to a Denoiser built with num_classes=None")
         return embs
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
+                validate_labels: bool = True) -> torch.Tensor:
+        """``validate_labels=False`` skips the range check of the labels (a host-device sync): for
+        a caller that checked them once per call (a prior's ``loss``/``sample``)."""
         if x.dim() != 3 or x.shape[1:] != (self.num_positions, self.in_dim):
             raise ValueError(f"x: expected shape (B, {self.num_positions}, {self.in_dim}), got {tuple(x.shape)}")
         batch = x.shape[0]
-        embs = self.condition(t, labels, batch, x.device)
+        embs = self.condition(t, labels, batch, x.device, validate_labels)
         pos = repeat(self.pos_emb, "n d -> b n d", b=batch)
         kwargs = {}
         if self.adaln:

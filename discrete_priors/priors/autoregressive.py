@@ -81,9 +81,11 @@ class AutoregressivePrior(Prior):
         return self.net(self._inputs(codes[:, :-1]), start)
 
     # -- the interface -------------------------------------------------------------------------
-    def loss(self, codes: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None) -> LossOutput:
+    def loss(self, codes: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None,
+             log_terms: bool = True) -> LossOutput:
         """Mean cross-entropy per token (categorical) or per bit (binary), in nats. In training
-        mode each label is replaced by the null class with probability ``cond_drop_prob``."""
+        mode each label is replaced by the null class with probability ``cond_drop_prob``.
+        ``log_terms`` is accepted (the prior contract) and changes nothing: the terms are free."""
         codes = self.check_codes(codes)
         batch = codes.shape[0]
         labels = self.drop_labels(self.check_labels(labels, batch), generator)

@@ -144,7 +144,8 @@ class BernoulliDiffusion(Prior):
         """Denoiser logits (B, N, c) for codes z_t (B, N, c) in {0,1} at integer steps t (B,):
         bits enter as ±1, time as t/T (never scaled by a sampling step count)."""
         # cast back: under autocast the network may return bf16/fp16, the diffusion maths wants fp32+
-        return self.net(z_t * 2 - 1, t.to(z_t.dtype) / self.timesteps, labels).to(z_t.dtype)
+        # labels are range-checked once per call at the public entry (loss, sample, vlb, step_vlb)
+        return self.net(z_t * 2 - 1, t.to(z_t.dtype) / self.timesteps, labels, validate_labels=False).to(z_t.dtype)
 
     def guided_logits(self, z_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, guidance: float) -> torch.Tensor:
         """ℓ = (1 + w) ℓ_cond − w ℓ_uncond, both passes in one batch; w = 0 is one conditional pass
@@ -198,6 +199,7 @@ class BernoulliDiffusion(Prior):
     def step_vlb(self, z0: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """L_t(z⁰, zᵗ) in nats per code (B,) for given zᵗ (B, N, c) and steps t (B,): the VLB term
         before the expectation over zᵗ (exposed so tests can take that expectation exactly)."""
+        labels = self.check_labels(labels, z0.shape[0])
         jump = self._jump(t, t - 1, z0.dtype)  # validates t (once)
         rev = bm.reverse_logits(z_t, self.net_logits(z_t, t, labels), jump, parameterization=self.parameterization, form=self.reverse)
         return bm.vlb_terms(z0, z_t, rev, jump, t).flatten(1).sum(1)

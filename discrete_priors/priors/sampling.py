@@ -171,6 +171,39 @@ def guided_logits(logits_fn: Callable[..., torch.Tensor], inputs: tuple, labels:
     return combine_guided(logits_fn(*doubled, with_null_labels(labels, null_class)), guidance, log_softmax=log_softmax)
 
 
+# -- loop exits without a host-device sync --------------------------------------------------------
+
+
+class LaggedFlag:
+    """Reads a 0-d bool device tensor that, once True, stays True (e.g. "every token revealed")
+    without making the host wait for the device.
+
+    On CPU the value is read directly (there is no device to wait for). On CUDA each call
+    starts a non-blocking copy of the flag into pinned host memory and answers with the most
+    recent copy that has already arrived (an event query, not a wait), so a True is seen a
+    step or two late: a loop that stops on it runs the same iterations as one that stopped at
+    once, plus at most a few that must change nothing. Other devices read directly (a sync)."""
+
+    def __init__(self, device):
+        self.device = torch.device(device)
+        self.pending: list = []  # (host copy, event), oldest first
+
+    def __call__(self, flag: torch.Tensor) -> bool:
+        if self.device.type != "cuda":
+            return bool(flag)
+        seen = False
+        while self.pending and self.pending[0][1].query():
+            host, _ = self.pending.pop(0)
+            seen = seen or bool(host)
+        if not seen:
+            host = torch.empty((), dtype=torch.bool, pin_memory=True)
+            host.copy_(flag, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self.pending.append((host, event))
+        return seen
+
+
 # -- mask schedules (absorbing diffusion), pure functions of t -----------------------------------
 
 
