@@ -149,6 +149,9 @@ class Denoiser(nn.Module):
             max_seq_len=0, attn_layers=layers, project_in=nn.Linear(in_dim, dim), project_out=head, use_abs_pos_emb=False
         )
         self.adaln = adaln
+        # the range check of the labels reads them back (a host-device sync per forward); a
+        # prior that checks its labels once per call switches it off for its own network
+        self.check_label_range = True
 
     def condition(self, t: torch.Tensor | None, labels: torch.Tensor | None, batch: int, device,
                   validate_labels: bool = True) -> list[torch.Tensor]:
@@ -180,14 +183,11 @@ class Denoiser(nn.Module):
             raise ValueError("labels given to a Denoiser built with num_classes=None")
         return embs
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
-                validate_labels: bool = True) -> torch.Tensor:
-        """``validate_labels=False`` skips the range check of the labels (a host-device sync): for
-        a caller that checked them once per call (a prior's ``loss``/``sample``)."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
         if x.dim() != 3 or x.shape[1:] != (self.num_positions, self.in_dim):
             raise ValueError(f"x: expected shape (B, {self.num_positions}, {self.in_dim}), got {tuple(x.shape)}")
         batch = x.shape[0]
-        embs = self.condition(t, labels, batch, x.device, validate_labels)
+        embs = self.condition(t, labels, batch, x.device, self.check_label_range)
         pos = repeat(self.pos_emb, "n d -> b n d", b=batch)
         kwargs = {}
         if self.adaln:

@@ -101,6 +101,7 @@ class AbsorbingDiffusion(Prior):
             self.token_emb = nn.Embedding(spec.vocab_size + 1, sizes["dim"])  # index K = mask
         self.net = Denoiser(grid=spec.grid, in_dim=in_dim, out_dim=out_dim, num_classes=num_classes, cond=cond,
                             pos_emb=pos_emb, time_cond=time_input, **sizes)
+        self.net.check_label_range = False  # checked once per call by loss/sample/nll (no sync per step)
 
     # -- randomness (drawn on the generator's device, then moved: works for CPU generators and GPU models)
     def draw_masks(self, batch: int, *, generator: torch.Generator | None = None):
@@ -123,8 +124,7 @@ class AbsorbingDiffusion(Prior):
         else:
             x = self.token_emb(torch.where(masked, self.spec.vocab_size, codes))
         time = t.float() / self.timesteps if self.time_input else None
-        # labels are range-checked once per call at the public entry (loss, sample, nll)
-        return self.net(x, time, labels if self.num_classes is not None else None, validate_labels=False)
+        return self.net(x, time, labels if self.num_classes is not None else None)
 
     def token_nll(self, logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """−log p_θ(x0_i | x_t) in nats per position (B, N), summed over bits for binary."""
