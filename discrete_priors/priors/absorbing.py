@@ -232,7 +232,8 @@ class AbsorbingDiffusion(Prior):
                 break
             t_batch = t_all[i].expand(n)
             logits = self._guided_logits(codes, masked, t_batch, labels, guidance)
-            proposal, logp = sampling.draw(logits, bits=self.binary, temperature=temperature, generator=generator)
+            proposal, logp = sampling.draw(logits, bits=self.binary, temperature=temperature, generator=generator,
+                                           with_log_prob=order == "confidence")
             if order == "random":
                 reveal = masked & (self._uniform(masked.shape, generator) < sampling.reveal_prob(t, s))
             else:

@@ -188,7 +188,8 @@ class AutoregressivePrior(Prior):
                 logits = self.net(torch.cat([inputs, inputs]) if guided else inputs, start)[:, -1]
             if guided:
                 logits = sampling.combine_guided(logits, guidance)
-            value = sampling.draw(logits, bits=self.binary, temperature=temperature, top_k=top_k, generator=generator).values
+            value = sampling.draw(logits, bits=self.binary, temperature=temperature, top_k=top_k, generator=generator,
+                                  with_log_prob=False).values
             if known_pos is not None:
                 value = torch.where(known_pos[:, i, None] if self.binary else known_pos[:, i], known[:, i], value)
             codes[:, i] = value

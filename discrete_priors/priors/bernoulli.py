@@ -292,6 +292,7 @@ class BernoulliDiffusion(Prior):
         # every step's coefficients, computed once (float64, then cast) and moved to the device
         # once: the loop indexes them without host work or transfers
         jumps = bm.make_jump(self.schedule, grid[:-1], grid[1:], dtype=dtype, device=self.device, ndim=1, check=False)
+        mixtures = bm.mixture_constants(jumps) if reverse == "mixture" else None
         keep_at = self.schedule.k(grid, check=False).to(device=self.device, dtype=dtype)  # re-noising known bits
         times = grid.to(self.device)
         z = (self._uniform((n, *self.spec.shape), generator) < 0.5).to(dtype)
@@ -307,7 +308,8 @@ class BernoulliDiffusion(Prior):
                 x0 = logits if self.parameterization == "direct" else bm.x0_logits(logits, z, self.parameterization)
                 z = (x0 > 0).to(dtype)
             else:
-                rev = bm.reverse_logits(z, logits, jumps.at(i), parameterization=self.parameterization, form=reverse)
+                rev = bm.reverse_logits(z, logits, jumps.at(i), parameterization=self.parameterization, form=reverse,
+                                        mixture=mixtures.at(i) if mixtures is not None else None)
                 z = bm.bernoulli(torch.sigmoid(rev), generator=generator)
             if mask is not None:
                 z = torch.where(mask, self._known_at(known, s_val, keep_at[i + 1], renoise, generator), z)

@@ -86,14 +86,18 @@ class Draw(NamedTuple):
     log_prob: torch.Tensor
 
 
-def draw_bits(logits: torch.Tensor, *, temperature: float = 1.0, generator: torch.Generator | None = None) -> Draw:
-    """Independent bits with P(1) = σ(ℓ/τ), logits (..., c); τ = 0: 1[ℓ > 0] (uniforms drawn all the same)."""
+def draw_bits(logits: torch.Tensor, *, temperature: float = 1.0, generator: torch.Generator | None = None,
+              with_log_prob: bool = True) -> Draw:
+    """Independent bits with P(1) = σ(ℓ/τ), logits (..., c); τ = 0: 1[ℓ > 0] (uniforms drawn all the same).
+    ``with_log_prob=False``: log_prob is None (not computed; the same bits)."""
     if temperature == 0:
         uniform(logits.shape, generator, logits.device, logits.dtype)  # keep the generator's stream aligned
         bits = (logits > 0).to(logits.dtype)
     else:
         logits = temper(logits, temperature)
         bits = bernoulli(torch.sigmoid(logits), generator=generator)
+    if not with_log_prob:
+        return Draw(bits, None)
     log_prob = -torch.nn.functional.binary_cross_entropy_with_logits(logits, bits, reduction="none").sum(-1)
     return Draw(bits, log_prob)
 
@@ -109,7 +113,7 @@ def top_k_logits(logits: torch.Tensor, top_k: int | None) -> torch.Tensor:
 
 
 def draw_categorical(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
-                     generator: torch.Generator | None = None) -> Draw:
+                     generator: torch.Generator | None = None, with_log_prob: bool = True) -> Draw:
     """Tokens (...,) long from softmax(ℓ/τ) over the last axis, restricted to the ``top_k`` most
     likely when given; τ = 0: the argmax (uniforms drawn all the same).
 
@@ -124,17 +128,18 @@ def draw_categorical(logits: torch.Tensor, *, temperature: float = 1.0, top_k: i
         log_probs = (logits / temperature).log_softmax(-1)
         gumbel = -torch.log(exponential.clamp(min=1e-20))
         tokens = (log_probs + gumbel).argmax(-1)
-    return Draw(tokens, log_probs.gather(-1, tokens[..., None])[..., 0])
+    return Draw(tokens, log_probs.gather(-1, tokens[..., None])[..., 0] if with_log_prob else None)
 
 
 def draw(logits: torch.Tensor, *, bits: bool, temperature: float = 1.0, top_k: int | None = None,
-         generator: torch.Generator | None = None) -> Draw:
-    """:func:`draw_bits` (``bits``: logits (..., c) of independent bits) or :func:`draw_categorical`."""
+         generator: torch.Generator | None = None, with_log_prob: bool = True) -> Draw:
+    """:func:`draw_bits` (``bits``: logits (..., c) of independent bits) or :func:`draw_categorical`.
+    ``with_log_prob=False`` skips :attr:`Draw.log_prob` (None) for a sampler that never reads it."""
     if bits:
         if top_k is not None:
             raise ValueError(f"top_k applies to categorical codes only, got top_k={top_k} for bits")
-        return draw_bits(logits, temperature=temperature, generator=generator)
-    return draw_categorical(logits, temperature=temperature, top_k=top_k, generator=generator)
+        return draw_bits(logits, temperature=temperature, generator=generator, with_log_prob=with_log_prob)
+    return draw_categorical(logits, temperature=temperature, top_k=top_k, generator=generator, with_log_prob=with_log_prob)
 
 
 # -- classifier-free guidance ------------------------------------------------------------------
