@@ -218,7 +218,7 @@ def test_guidance_combines_conditional_and_unconditional_log_probs(monkeypatch):
 def test_cond_drop_prob_uses_the_null_class_in_training_only(monkeypatch):
     prior = AbsorbingDiffusion(CATEGORICAL, num_classes=3, cond_drop_prob=0.5, **TINY)
     seen = []
-    monkeypatch.setattr(prior, "masked_loss", lambda codes, t, masked, labels: seen.append(labels))
+    monkeypatch.setattr(prior, "masked_loss", lambda codes, t, masked, labels, **_: seen.append(labels))
     codes, labels = _codes(CATEGORICAL, 4000), torch.zeros(4000, dtype=torch.long)
     prior.loss(codes, labels, generator=torch.Generator().manual_seed(0))
     dropped = (seen[0] == 3).float().mean().item()

@@ -136,6 +136,23 @@ def test_forward_is_the_loss(name, kwargs, exact, kind):
     torch.testing.assert_close(a, b)
 
 
+def test_log_terms_off_keeps_the_loss_and_gradient(name, kwargs, exact, kind):
+    """``log_terms=False`` (a trainer's non-log step) may drop logged terms, never change the loss."""
+    prior, codes = _build(name, kwargs, kind), _codes(kind)
+    results = []
+    for log_terms in (True, False):
+        prior.zero_grad()
+        out = prior(codes, generator=torch.Generator().manual_seed(1), log_terms=log_terms)
+        out.loss.backward()
+        results.append((out, [p.grad.clone() for p in prior.parameters() if p.grad is not None]))
+    (full, full_grads), (lean, lean_grads) = results
+    assert torch.equal(full.loss, lean.loss)
+    assert len(full_grads) == len(lean_grads) and all(torch.equal(a, b) for a, b in zip(full_grads, lean_grads))
+    assert set(lean.terms) <= set(full.terms)
+    for key in lean.terms:
+        assert torch.equal(torch.as_tensor(lean.terms[key]), torch.as_tensor(full.terms[key])), key
+
+
 def test_sample_layout_and_seed_reproducibility(name, kwargs, exact, kind):
     prior = _build(name, kwargs, kind)
     a = prior.sample(8, generator=torch.Generator().manual_seed(0))
@@ -271,6 +288,7 @@ __all__ = [  # the contract: what a module running it on its own CASES imports
     "pytest_generate_tests",
     "test_loss_is_finite_and_decreases_on_a_fixed_batch",
     "test_forward_is_the_loss",
+    "test_log_terms_off_keeps_the_loss_and_gradient",
     "test_sample_layout_and_seed_reproducibility",
     "test_nll_shape_range_and_exact_flag",
     "test_invalid_codes_raise_value_errors_naming_the_problem",

@@ -79,21 +79,22 @@ class CodeSpec:
         if self.kind == "categorical":
             if codes.dtype.is_floating_point or codes.dtype == torch.bool:
                 raise ValueError(f"{name}: expected integer token indices for categorical codes, got dtype {codes.dtype}")
-            if codes.numel() and (codes.min() < 0 or codes.max() >= self.vocab_size):
-                raise ValueError(
-                    f"{name}: token indices must lie in [0, {self.vocab_size}), got range "
-                    f"[{int(codes.min())}, {int(codes.max())}]"
-                )
+            if codes.numel():
+                low, high = torch.stack(torch.aminmax(codes.reshape(-1))).tolist()  # one host-device sync
+                if low < 0 or high >= self.vocab_size:
+                    raise ValueError(f"{name}: token indices must lie in [0, {self.vocab_size}), got range [{low}, {high}]")
             return codes
         if not codes.dtype.is_floating_point:
             raise ValueError(f"{name}: expected a floating-point tensor for {self.kind} codes, got dtype {codes.dtype}")
-        if torch.isnan(codes).any() or torch.isinf(codes).any():
-            raise ValueError(f"{name}: contains NaN or inf")
-        if self.kind == "binary":
+        # one host-device sync on valid codes (NaN and inf fail the binary test too); the
+        # diagnosis of a bad batch may take more
+        valid = ((codes == 0) | (codes == 1)).all() if self.kind == "binary" else torch.isfinite(codes).all()
+        if codes.numel() and not bool(valid):
+            if torch.isnan(codes).any() or torch.isinf(codes).any():
+                raise ValueError(f"{name}: contains NaN or inf")
             bad = (codes != 0) & (codes != 1)
-            if bad.any():
-                values = torch.unique(codes[bad])[:5].tolist()
-                raise ValueError(f"{name}: expected binary codes in {{0, 1}}, got other values such as {values}")
+            values = torch.unique(codes[bad])[:5].tolist()
+            raise ValueError(f"{name}: expected binary codes in {{0, 1}}, got other values such as {values}")
         return codes
 
 

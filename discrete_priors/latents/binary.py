@@ -32,14 +32,18 @@ def bit_statistics(codes: torch.Tensor, probs: torch.Tensor | None = None) -> di
     the batch and positions (1 = every bit used half the time, 0 = constant bits).
     dead_bits:   fraction of channels that are constant over the whole batch.
     mean_prob:   mean Bernoulli probability (when ``probs`` is given).
+
+    Values are detached 0-d float tensors on the codes' device (no host-device sync in a
+    training step; the trainer averages them over its log window): ``float(...)`` to read one.
     """
+    codes, probs = codes.detach(), None if probs is None else probs.detach()
     on_rate = codes.float().mean(dim=(0, 1))
     stats = {
-        "bit_entropy": binary_entropy_bits(on_rate).mean().item(),
-        "dead_bits": ((on_rate == 0) | (on_rate == 1)).float().mean().item(),
+        "bit_entropy": binary_entropy_bits(on_rate).mean(),
+        "dead_bits": ((on_rate == 0) | (on_rate == 1)).float().mean(),
     }
     if probs is not None:
-        stats["mean_prob"] = probs.float().mean().item()
+        stats["mean_prob"] = probs.float().mean()
     return stats
 
 

@@ -64,10 +64,10 @@ class ContinuousLatent(LatentSpace):
         if self.variational:
             kl = gaussian_kl(mean, logvar).mean()
             loss = self.kl_weight * kl
-            stats = {"kl": kl.item(), "posterior_std": (0.5 * logvar).exp().mean().item()}
+            stats = {"kl": kl.detach(), "posterior_std": (0.5 * logvar).detach().exp().mean()}
             if self.training:
                 z = self._sample(mean, logvar, generator)
-        stats["code_std"] = mean.detach().std(correction=0).item()
+        stats["code_std"] = mean.detach().std(correction=0)  # 0-d tensors: no host-device sync per step
         return LatentOutput(z, rearrange(z.detach(), "b c h w -> b (h w) c"), loss, stats)
 
     @torch.no_grad()

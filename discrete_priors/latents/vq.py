@@ -115,10 +115,12 @@ class VQLatent(LatentSpace):
         decoder_input = rearrange(straight_through, "(b h w) d -> b d h w", b=b, h=height, w=width)
         codes = rearrange(index, "(b n) -> b n", b=b)
         stats = {
-            "perplexity": codebook_perplexity(index, self.codebook_size).item(),
-            "batch_usage": index.unique().numel() / self.codebook_size,
+            # 0-d tensors (no host-device sync per step); the fraction of codes used in the batch
+            # from a bincount rather than unique(), whose size the host would have to read
+            "perplexity": codebook_perplexity(index, self.codebook_size).detach(),
+            "batch_usage": (torch.bincount(index, minlength=self.codebook_size) > 0).float().mean(),
             "usage": self.usage(),
-            "commitment": commitment.item(),
+            "commitment": commitment.detach(),
         }
         return LatentOutput(decoder_input, codes, loss, stats)
 

@@ -45,6 +45,8 @@ class CausalTransformer(nn.Module):
     grid:       (h, w) layout of the N positions (for the 2-D ``sincos`` position code).
     out_dim:    logits per position (K for a categorical, c for c factorised bits).
     num_starts: number of start embeddings (1 unconditional; num_classes + 1 with a null class).
+    fused_attention: PyTorch's fused ``scaled_dot_product_attention`` (default; see
+                :class:`~discrete_priors.nets.denoiser.Denoiser`); not part of the config.
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class CausalTransformer(nn.Module):
         heads: int = 4,
         num_starts: int = 1,
         pos_emb: str = "learned",
+        fused_attention: bool = True,
     ):
         super().__init__()
         assert pos_emb in POS_EMBS, f"unknown pos_emb {pos_emb!r}, expected one of {POS_EMBS}"
@@ -89,7 +92,7 @@ class CausalTransformer(nn.Module):
         # matched network size; positions are added here, so the wrapper's own are off
         self.net = ContinuousTransformerWrapper(
             max_seq_len=0,
-            attn_layers=Decoder(dim=dim, depth=depth, heads=heads, attn_dim_head=dim // heads),
+            attn_layers=Decoder(dim=dim, depth=depth, heads=heads, attn_dim_head=dim // heads, attn_flash=bool(fused_attention)),
             project_out=nn.Linear(dim, out_dim),
             use_abs_pos_emb=False,
         )
@@ -98,8 +101,10 @@ class CausalTransformer(nn.Module):
     def _check_start(self, start: torch.Tensor, batch: int) -> torch.Tensor:
         if start.shape != (batch,) or start.dtype.is_floating_point:
             raise ValueError(f"start: expected integer tensor of shape ({batch},), got {tuple(start.shape)} {start.dtype}")
-        if start.numel() and (start.min() < 0 or start.max() >= self.num_starts):
-            raise ValueError(f"start indices must lie in [0, {self.num_starts}), got [{int(start.min())}, {int(start.max())}]")
+        if start.numel():
+            low, high = torch.stack(torch.aminmax(start.reshape(-1))).tolist()  # one host-device sync
+            if low < 0 or high >= self.num_starts:
+                raise ValueError(f"start indices must lie in [0, {self.num_starts}), got [{low}, {high}]")
         return start
 
     def _check_tokens(self, tokens: torch.Tensor) -> None:
@@ -131,10 +136,12 @@ class CausalTransformer(nn.Module):
 
         First call: ``token=None, cache=None`` -> logits of token 0. Then pass the token just
         chosen, (B,) long or (B, in_dim), and the returned cache -> logits of the next token.
+        ``start`` is range-checked on the first call only (a host-device sync; later steps
+        reuse the start token held in the cache).
         """
         batch = start.shape[0]
-        start = self._check_start(start, batch)
         if cache is None:
+            start = self._check_start(start, batch)
             if token is not None:
                 raise ValueError("the first step takes token=None (the start token comes from `start`)")
             x = self.start_emb(start)[:, None] + self.pos_emb[:1]

@@ -12,15 +12,34 @@ condition, gates starting near closed) or as extra prefix tokens that every posi
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 from einops import rearrange, repeat
 from torch import nn
 from x_transformers import ContinuousTransformerWrapper, Encoder
+from x_transformers.attend import Attend
 
 CONDS = ("adaln", "token")
 POS_EMBS = ("learned", "sincos")
+
+
+@contextlib.contextmanager
+def plain_attention(module: nn.Module):
+    """Inside the block, every x-transformers attention in ``module`` runs the plain einsum path
+    (scores materialised, softmax, weighted sum) instead of PyTorch's fused
+    ``scaled_dot_product_attention``: the reference the fused path is tested against. Both
+    compute the same function; results differ by float rounding only (~1e-6)."""
+    attends = [m for m in module.modules() if isinstance(m, Attend)]
+    flags = [m.flash for m in attends]
+    for m in attends:
+        m.flash = False
+    try:
+        yield module
+    finally:
+        for m, flag in zip(attends, flags):
+            m.flash = flag
 
 
 def sinusoidal_embedding(values: torch.Tensor, dim: int, *, max_period: float = 10_000.0) -> torch.Tensor:
@@ -62,6 +81,10 @@ class Denoiser(nn.Module):
     extra tokens prepended to the sequence (dropped from the output).
     ``zero_init_head``: start the output head at zero (all logits 0, i.e. uniform predictions);
     off by default.
+    ``fused_attention``: attention by PyTorch's ``scaled_dot_product_attention`` (x-transformers'
+    ``attn_flash``; fused kernels on CPU and CUDA, no (B, heads, N, N) score tensors kept per
+    layer); False runs the plain einsum path. No parameters depend on it, so it is not part of
+    the config (weights load either way); :func:`plain_attention` switches it off temporarily.
     """
 
     def __init__(
@@ -78,6 +101,7 @@ class Denoiser(nn.Module):
         pos_emb: str = "learned",
         time_cond: bool = True,
         zero_init_head: bool = False,
+        fused_attention: bool = True,
     ):
         super().__init__()
         assert cond in CONDS, f"unknown cond {cond!r}, expected one of {CONDS}"
@@ -117,7 +141,7 @@ class Denoiser(nn.Module):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
         layers = Encoder(
-            dim=dim, depth=depth, heads=heads, attn_dim_head=dim // heads,
+            dim=dim, depth=depth, heads=heads, attn_dim_head=dim // heads, attn_flash=bool(fused_attention),
             **(dict(use_adaptive_layernorm=True, use_adaptive_layerscale=True, dim_condition=dim) if adaln else {}),
         )
         # positions are added here (2-D aware), so the wrapper's 1-D absolute embedding is off
@@ -125,8 +149,12 @@ class Denoiser(nn.Module):
             max_seq_len=0, attn_layers=layers, project_in=nn.Linear(in_dim, dim), project_out=head, use_abs_pos_emb=False
         )
         self.adaln = adaln
+        # the range check of the labels reads them back (a host-device sync per forward); a
+        # prior that checks its labels once per call switches it off for its own network
+        self.check_label_range = True
 
-    def condition(self, t: torch.Tensor | None, labels: torch.Tensor | None, batch: int, device) -> list[torch.Tensor]:
+    def condition(self, t: torch.Tensor | None, labels: torch.Tensor | None, batch: int, device,
+                  validate_labels: bool = True) -> list[torch.Tensor]:
         """The conditioning embeddings, each (B, dim): time (if time_cond), class (if num_classes)."""
         embs = []
         if self.time_cond:
@@ -146,9 +174,10 @@ class Denoiser(nn.Module):
                 labels = torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
             if labels.shape != (batch,) or labels.dtype.is_floating_point:
                 raise ValueError(f"labels: expected integer tensor of shape ({batch},), got {tuple(labels.shape)} {labels.dtype}")
-            if labels.numel() and (labels.min() < 0 or labels.max() > self.num_classes):
-                raise ValueError(f"labels must lie in [0, {self.num_classes}] ({self.num_classes} = null class), got "
-                                 f"[{int(labels.min())}, {int(labels.max())}]")
+            if validate_labels and labels.numel():
+                low, high = torch.stack(torch.aminmax(labels.reshape(-1))).tolist()  # one host-device sync
+                if low < 0 or high > self.num_classes:
+                    raise ValueError(f"labels must lie in [0, {self.num_classes}] ({self.num_classes} = null class), got [{low}, {high}]")
             embs.append(self.class_emb(labels))
         elif labels is not None:
             raise ValueError("labels given to a Denoiser built with num_classes=None")
@@ -158,7 +187,7 @@ class Denoiser(nn.Module):
         if x.dim() != 3 or x.shape[1:] != (self.num_positions, self.in_dim):
             raise ValueError(f"x: expected shape (B, {self.num_positions}, {self.in_dim}), got {tuple(x.shape)}")
         batch = x.shape[0]
-        embs = self.condition(t, labels, batch, x.device)
+        embs = self.condition(t, labels, batch, x.device, self.check_label_range)
         pos = repeat(self.pos_emb, "n d -> b n d", b=batch)
         kwargs = {}
         if self.adaln:

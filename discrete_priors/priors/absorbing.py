@@ -101,6 +101,7 @@ class AbsorbingDiffusion(Prior):
             self.token_emb = nn.Embedding(spec.vocab_size + 1, sizes["dim"])  # index K = mask
         self.net = Denoiser(grid=spec.grid, in_dim=in_dim, out_dim=out_dim, num_classes=num_classes, cond=cond,
                             pos_emb=pos_emb, time_cond=time_input, **sizes)
+        self.net.check_label_range = False  # checked once per call by loss/sample/nll (no sync per step)
 
     # -- randomness (drawn on the generator's device, then moved: works for CPU generators and GPU models)
     def draw_masks(self, batch: int, *, generator: torch.Generator | None = None):
@@ -141,14 +142,17 @@ class AbsorbingDiffusion(Prior):
             return 1 - t / self.timesteps
         return torch.ones_like(t)
 
-    def loss(self, codes: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None) -> LossOutput:
+    def loss(self, codes: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None,
+             log_terms: bool = True) -> LossOutput:
         codes = self.check_codes(codes)
         labels = self.check_labels(labels, codes.shape[0])
         t, masked = self.draw_masks(codes.shape[0], generator=generator)
-        return self.masked_loss(codes, t, masked, self.drop_labels(labels, generator))
+        return self.masked_loss(codes, t, masked, self.drop_labels(labels, generator), log_terms=log_terms)
 
-    def masked_loss(self, codes: torch.Tensor, t: torch.Tensor, masked: torch.Tensor, labels: torch.Tensor | None) -> LossOutput:
-        """The loss for given steps t (B,) and masks (B, N): ``loss`` after drawing them."""
+    def masked_loss(self, codes: torch.Tensor, t: torch.Tensor, masked: torch.Tensor, labels: torch.Tensor | None,
+                    *, log_terms: bool = True) -> LossOutput:
+        """The loss for given steps t (B,) and masks (B, N): ``loss`` after drawing them.
+        ``log_terms=False``: no terms (the trainer logs the loss itself)."""
         nll = self.token_nll(self.logits(codes, masked, t, labels), codes)  # (B, N) nats
         masked_sum = (nll * masked).sum(-1)  # (B,)
         bits_per_position = self.spec.channels if self.binary else 1
@@ -157,6 +161,8 @@ class AbsorbingDiffusion(Prior):
         else:
             weight = self.loss_weight(t).to(masked_sum.dtype)
             loss = (weight * masked_sum).mean() / (self.spec.num_positions * bits_per_position)
+        if not log_terms:
+            return LossOutput(loss, {})
         with torch.no_grad():
             elbo = (self.timesteps / t.double() * masked_sum.double()).mean() / (math.log(2) * self.spec.bits)
             terms = {"elbo_bits_per_bit": elbo.float(), "masked_fraction": masked.float().mean(),
@@ -217,12 +223,17 @@ class AbsorbingDiffusion(Prior):
             codes = torch.where(expand, known_codes.to(self.device, codes.dtype), codes)
         unknown = masked.sum(-1)
         times = sampling.time_grid(self.timesteps, steps)
-        for t, s in self.progress_bar(list(zip(times[:-1], times[1:])), "absorbing sampling", progress):
-            if not masked.any():
+        # stop once every position is revealed; on CUDA the check lags a step or two instead of
+        # waiting for the device (the extra steps reveal nothing, so the codes are the same)
+        all_revealed = sampling.LaggedFlag(self.device)
+        t_all = torch.tensor(times, device=self.device)
+        for i, (t, s) in enumerate(self.progress_bar(list(zip(times[:-1], times[1:])), "absorbing sampling", progress)):
+            if all_revealed(~masked.any()):
                 break
-            t_batch = torch.full((n,), t, device=self.device)
+            t_batch = t_all[i].expand(n)
             logits = self._guided_logits(codes, masked, t_batch, labels, guidance)
-            proposal, logp = sampling.draw(logits, bits=self.binary, temperature=temperature, generator=generator)
+            proposal, logp = sampling.draw(logits, bits=self.binary, temperature=temperature, generator=generator,
+                                           with_log_prob=order == "confidence")
             if order == "random":
                 reveal = masked & (self._uniform(masked.shape, generator) < sampling.reveal_prob(t, s))
             else:

@@ -81,9 +81,11 @@ class AutoregressivePrior(Prior):
         return self.net(self._inputs(codes[:, :-1]), start)
 
     # -- the interface -------------------------------------------------------------------------
-    def loss(self, codes: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None) -> LossOutput:
+    def loss(self, codes: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None,
+             log_terms: bool = True) -> LossOutput:
         """Mean cross-entropy per token (categorical) or per bit (binary), in nats. In training
-        mode each label is replaced by the null class with probability ``cond_drop_prob``."""
+        mode each label is replaced by the null class with probability ``cond_drop_prob``.
+        ``log_terms`` is accepted (the prior contract) and changes nothing: the terms are free."""
         codes = self.check_codes(codes)
         batch = codes.shape[0]
         labels = self.drop_labels(self.check_labels(labels, batch), generator)
@@ -186,7 +188,8 @@ class AutoregressivePrior(Prior):
                 logits = self.net(torch.cat([inputs, inputs]) if guided else inputs, start)[:, -1]
             if guided:
                 logits = sampling.combine_guided(logits, guidance)
-            value = sampling.draw(logits, bits=self.binary, temperature=temperature, top_k=top_k, generator=generator).values
+            value = sampling.draw(logits, bits=self.binary, temperature=temperature, top_k=top_k, generator=generator,
+                                  with_log_prob=False).values
             if known_pos is not None:
                 value = torch.where(known_pos[:, i, None] if self.binary else known_pos[:, i], known[:, i], value)
             codes[:, i] = value

@@ -95,8 +95,10 @@ class Prior(nn.Module):
             raise ValueError("labels given to an unconditional prior (built with num_classes=None)")
         if labels.shape != (batch,) or labels.dtype.is_floating_point:
             raise ValueError(f"labels: expected integer tensor of shape ({batch},), got {tuple(labels.shape)} {labels.dtype}")
-        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise ValueError(f"labels must lie in [0, {self.num_classes}), got [{int(labels.min())}, {int(labels.max())}]")
+        if labels.numel():
+            low, high = torch.stack(torch.aminmax(labels.reshape(-1))).tolist()  # one host-device sync
+            if low < 0 or high >= self.num_classes:
+                raise ValueError(f"labels must lie in [0, {self.num_classes}), got [{low}, {high}]")
         return labels
 
     def check_inpaint(self, mask: torch.Tensor | None, known: torch.Tensor | None, n: int):
@@ -139,13 +141,18 @@ class Prior(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None) -> LossOutput:
+    def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None,
+                log_terms: bool = True) -> LossOutput:
         """``forward`` is the training loss, so a DistributedDataParallel wrapper syncs it."""
-        return self.loss(codes, labels, generator=generator)
+        return self.loss(codes, labels, generator=generator, log_terms=log_terms)
 
     # -- the interface -------------------------------------------------------------------------
-    def loss(self, codes: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None) -> LossOutput:
-        """Training loss on a batch of codes (layout of ``self.spec``)."""
+    def loss(self, codes: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None,
+             log_terms: bool = True) -> LossOutput:
+        """Training loss on a batch of codes (layout of ``self.spec``). ``log_terms=False``: the
+        terms will not be logged (a trainer's non-log step), so a prior may skip computing the
+        ones that do not enter the loss (terms may then have fewer keys); the loss and its
+        gradient are unchanged. Every prior accepts the keyword."""
         raise NotImplementedError
 
     @torch.no_grad()

@@ -135,10 +135,11 @@ class BernoulliDiffusion(Prior):
         self.schedule = make_schedule(schedule, timesteps)
         c = spec.channels
         self.net = Denoiser(grid=spec.grid, in_dim=c, out_dim=c, num_classes=num_classes, cond=cond, pos_emb=pos_emb, **sizes)
+        self.net.check_label_range = False  # checked once per call by loss/sample/vlb/step_vlb (no sync per step)
 
     # -- pieces ----------------------------------------------------------------------------------
-    def _jump(self, t, s, dtype) -> bm.Jump:
-        return bm.make_jump(self.schedule, t, s, dtype=dtype, device=self.device)
+    def _jump(self, t, s, dtype, *, check: bool = True) -> bm.Jump:
+        return bm.make_jump(self.schedule, t, s, dtype=dtype, device=self.device, check=check)
 
     def net_logits(self, z_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """Denoiser logits (B, N, c) for codes z_t (B, N, c) in {0,1} at integer steps t (B,):
@@ -158,17 +159,20 @@ class BernoulliDiffusion(Prior):
         )
 
     # -- training ------------------------------------------------------------------------------
-    def loss(self, codes: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None) -> LossOutput:
+    def loss(self, codes: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None,
+             log_terms: bool = True) -> LossOutput:
         """L = L_target + λ L_vlb at t ~ U{1..T} per sample (SPEC 2.5); both mean per latent bit in
-        nats. terms: target, vlb (time-weighted, nats per bit), loss."""
+        nats. terms: target, vlb (time-weighted, nats per bit), loss. ``log_terms=False`` (a
+        training step whose terms are not logged) skips the VLB when λ = 0, where it is only
+        logged: the loss is the same, terms has no ``vlb``."""
         z0 = self.check_codes(codes)
         batch = z0.shape[0]
         labels = self.check_labels(labels, batch)
-        t = self._steps(batch, generator)
-        keep_t = self.schedule.k(t).to(device=z0.device, dtype=z0.dtype).reshape(-1, 1, 1)
+        t = self._steps(batch, generator)  # drawn in 1..T: the lookups below need no validation (no sync)
+        keep_t = self.schedule.k(t, check=False).to(device=z0.device, dtype=z0.dtype).reshape(-1, 1, 1)
         z_t = bm.q_sample(z0, keep_t, generator=generator)
         logits = self.net_logits(z_t, t, self.drop_labels(labels, generator))
-        jump = self._jump(t, t - 1, z0.dtype)
+        jump = self._jump(t, t - 1, z0.dtype, check=False)
         flips = (z_t != z0).to(z0.dtype)
         if self.parameterization == "x0":
             target = z0
@@ -181,6 +185,8 @@ class BernoulliDiffusion(Prior):
             target_loss = (bce * bm.class_balanced_weights(flips)).mean()
         else:
             target_loss = bce.mean()
+        if self.vlb_weight == 0 and not log_terms:
+            return LossOutput(target_loss, {"target": target_loss.detach(), "loss": target_loss.detach()})
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.vlb_weight > 0):  # only logged when λ = 0
             rev = bm.reverse_logits(z_t, logits, jump, parameterization=self.parameterization, form=self.reverse)
             vlb_per_sample = bm.vlb_terms(z0, z_t, rev, jump, t).flatten(1).mean(1)
@@ -193,8 +199,10 @@ class BernoulliDiffusion(Prior):
     def step_vlb(self, z0: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """L_t(z⁰, zᵗ) in nats per code (B,) for given zᵗ (B, N, c) and steps t (B,): the VLB term
         before the expectation over zᵗ (exposed so tests can take that expectation exactly)."""
-        rev = self.reverse_logits(z_t, self.net_logits(z_t, t, labels), t, t - 1)
-        return bm.vlb_terms(z0, z_t, rev, self._jump(t, t - 1, z0.dtype), t).flatten(1).sum(1)
+        labels = self.check_labels(labels, z0.shape[0])
+        jump = self._jump(t, t - 1, z0.dtype)  # validates t (once)
+        rev = bm.reverse_logits(z_t, self.net_logits(z_t, t, labels), jump, parameterization=self.parameterization, form=self.reverse)
+        return bm.vlb_terms(z0, z_t, rev, jump, t).flatten(1).sum(1)
 
     @torch.no_grad()
     def vlb(self, codes: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None,
@@ -235,10 +243,11 @@ class BernoulliDiffusion(Prior):
         steps = self.default_steps if steps is None else steps
         return steps * (2 if guidance != 0.0 else 1)
 
-    def _known_at(self, known, s: int, renoise: bool, generator):
+    def _known_at(self, known, s: int, keep_s: torch.Tensor, renoise: bool, generator):
+        """known codes at step s: re-noised with keep rate ``keep_s`` (0-d, on the device) if ``renoise``."""
         if not renoise or s == 0:
             return known
-        return bm.q_sample(known, torch.as_tensor(self.schedule.k(s).item(), dtype=known.dtype, device=known.device), generator=generator)
+        return bm.q_sample(known, keep_s, generator=generator)
 
     @torch.no_grad()
     def sample(
@@ -280,21 +289,28 @@ class BernoulliDiffusion(Prior):
         if mask is not None:
             mask = (mask[..., None].expand_as(known) if mask.dim() == 2 else mask).to(self.device)
         dtype = torch.promote_types(torch.float32, next(self.parameters()).dtype)  # float64 for a .double() prior
+        # every step's coefficients, computed once (float64, then cast) and moved to the device
+        # once: the loop indexes them without host work or transfers
+        jumps = bm.make_jump(self.schedule, grid[:-1], grid[1:], dtype=dtype, device=self.device, ndim=1, check=False)
+        mixtures = bm.mixture_constants(jumps) if reverse == "mixture" else None
+        keep_at = self.schedule.k(grid, check=False).to(device=self.device, dtype=dtype)  # re-noising known bits
+        times = grid.to(self.device)
         z = (self._uniform((n, *self.spec.shape), generator) < 0.5).to(dtype)
         if mask is not None:
             known = known.to(device=self.device, dtype=dtype)
-            z = torch.where(mask, self._known_at(known, self.timesteps, renoise, generator), z)
-        pairs = self.progress_bar(list(zip(grid[:-1].tolist(), grid[1:].tolist())), "bernoulli sampling", progress)
-        for t_val, s_val in pairs:
-            t = torch.full((n,), t_val, dtype=torch.long, device=self.device)
+            z = torch.where(mask, self._known_at(known, self.timesteps, keep_at[0], renoise, generator), z)
+        pairs = self.progress_bar(list(enumerate(zip(grid[:-1].tolist(), grid[1:].tolist()))), "bernoulli sampling", progress)
+        for i, (t_val, s_val) in pairs:
+            t = times[i].expand(n)
             logits = sampling.temper(self.guided_logits(z, t, labels, guidance), temperature)
             if s_val == 0 and final_step == "threshold":
                 # p̂(z⁰=1) > ½ ⇔ its logit > 0 (for direct the logits are already p(z⁰ | z¹))
                 x0 = logits if self.parameterization == "direct" else bm.x0_logits(logits, z, self.parameterization)
                 z = (x0 > 0).to(dtype)
             else:
-                rev = bm.reverse_logits(z, logits, self._jump(t_val, s_val, dtype), parameterization=self.parameterization, form=reverse)
+                rev = bm.reverse_logits(z, logits, jumps.at(i), parameterization=self.parameterization, form=reverse,
+                                        mixture=mixtures.at(i) if mixtures is not None else None)
                 z = bm.bernoulli(torch.sigmoid(rev), generator=generator)
             if mask is not None:
-                z = torch.where(mask, self._known_at(known, s_val, renoise, generator), z)
+                z = torch.where(mask, self._known_at(known, s_val, keep_at[i + 1], renoise, generator), z)
         return z

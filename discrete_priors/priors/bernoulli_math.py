@@ -14,6 +14,7 @@ coefficients at s; tests enumerate all cases against brute-force Bayes (tests/te
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -38,13 +39,20 @@ class Jump(NamedTuple):
     keep_s: torch.Tensor
     b_s: torch.Tensor
 
+    def at(self, index: int) -> "Jump":
+        """The ``index``-th jump of a grid of jumps (:func:`make_jump` with ``ndim=1``): 0-d views
+        on the grid's device (no copy, no host-device transfer)."""
+        return Jump(*(coef[index] for coef in self))
 
-def make_jump(schedule: Schedule, t, s, *, dtype=torch.float32, device=None, ndim: int = 3) -> Jump:
+
+def make_jump(schedule: Schedule, t, s, *, dtype=torch.float32, device=None, ndim: int = 3, check: bool = True) -> Jump:
     """Jump coefficients for steps t, s (ints or (B,) long tensors), computed in float64 (1 − K
-    for K near 1) and then cast; shaped (B, 1, ..., 1) with ``ndim`` dims for per-sample steps."""
+    for K near 1) and then cast; shaped (B, 1, ..., 1) with ``ndim`` dims for per-sample steps
+    (``ndim=1`` for a sampling grid: (S,) coefficients, indexed per step). ``check=False`` skips
+    the validation of the steps (a host-device sync) for steps the caller has already checked."""
     t, s = torch.as_tensor(t), torch.as_tensor(s)
-    keep = schedule.skip(t, s)
-    coefs = (keep, (1.0 - keep) / 2, schedule.k(s), schedule.b(s))
+    keep = schedule.skip(t, s, check=check)
+    coefs = (keep, (1.0 - keep) / 2, schedule.k(s, check=check), schedule.b(s, check=check))
     shape = (-1,) + (1,) * (ndim - 1) if keep.dim() == 1 else ()
     return Jump(*(c.reshape(shape).to(device=device, dtype=dtype) for c in coefs))
 
@@ -99,24 +107,54 @@ def x0_logits(net_logits: torch.Tensor, z_t: torch.Tensor, parameterization: str
     raise ValueError(f"x0_logits: expected parameterization 'x0' or 'residual', got {parameterization!r}")
 
 
-def mixture_logits(z_t: torch.Tensor, x0_logit: torch.Tensor, jump: Jump) -> torch.Tensor:
+class MixtureConstants(NamedTuple):
+    """The per-jump constants of :func:`mixture_logits` for zᵗ = 1 (``*_one``) and zᵗ = 0
+    (``*_zero``), jump-shaped: d = A₁ − B₁, ca = A₀ − A₁, cb = B₀ − B₁ (see there)."""
+
+    d_one: torch.Tensor
+    ca_one: torch.Tensor
+    cb_one: torch.Tensor
+    d_zero: torch.Tensor
+    ca_zero: torch.Tensor
+    cb_zero: torch.Tensor
+
+    def at(self, index: int) -> "MixtureConstants":
+        """The ``index``-th jump's constants of a grid of jumps (0-d views, like :meth:`Jump.at`)."""
+        return MixtureConstants(*(c[index] for c in self))
+
+
+def mixture_constants(jump: Jump) -> MixtureConstants:
+    """:class:`MixtureConstants` of ``jump`` (any jump shape: a sampler computes them once for
+    its whole grid of jumps)."""
+    one, zero = torch.ones_like(jump.keep), torch.zeros_like(jump.keep)
+
+    def constants(z):
+        at_one, at_zero = posterior_logits(z, one, jump), posterior_logits(z, zero, jump)  # logits of q(zˢ=1 | zᵗ, z⁰)
+        return at_one, F.logsigmoid(at_zero) - F.logsigmoid(at_one), F.logsigmoid(-at_zero) - F.logsigmoid(-at_one)
+
+    return MixtureConstants(*constants(one), *constants(zero))
+
+
+def mixture_logits(z_t: torch.Tensor, x0_logit: torch.Tensor, jump: Jump, constants: MixtureConstants | None = None) -> torch.Tensor:
     """Logit of p(zˢ=1 | zᵗ) = Σ_{z⁰} p̂(z⁰) q(zˢ=1 | zᵗ, z⁰) (SPEC 2.4, mixture form); zᵗ in {0,1}.
 
-    q(zˢ | zᵗ, z⁰) takes only four values per jump, so its logs are evaluated on the jump's
-    shape ((B, 1, 1) or scalar) and selected per bit: the full-size work is a handful of ops."""
-    one, zero = torch.ones_like(jump.keep), torch.zeros_like(jump.keep)
-    is_one = z_t > 0.5
-
-    def log_posterior(z0):  # (log q(zˢ=1 | zᵗ, z⁰), log q(zˢ=0 | zᵗ, z⁰)), full size
-        at_one, at_zero = posterior_logits(one, z0, jump), posterior_logits(zero, z0, jump)
-        return (torch.where(is_one, F.logsigmoid(at_one), F.logsigmoid(at_zero)),
-                torch.where(is_one, F.logsigmoid(-at_one), F.logsigmoid(-at_zero)))
-
-    (one_if_one, zero_if_one), (one_if_zero, zero_if_zero) = log_posterior(one), log_posterior(zero)
-    log_p_hat, log_q_hat = F.logsigmoid(x0_logit), F.logsigmoid(-x0_logit)
-    log_one = torch.logaddexp(log_p_hat + one_if_one, log_q_hat + one_if_zero)
-    log_zero = torch.logaddexp(log_p_hat + zero_if_one, log_q_hat + zero_if_zero)
-    return log_one - log_zero
+    With A_v = log q(zˢ=1 | zᵗ, z⁰=v), B_v = log q(zˢ=0 | zᵗ, z⁰=v) and m the logit of p̂, the
+    log p̂ common to both sides cancels (log(1 − p̂) = log p̂ − m):
+        logit = logaddexp(A₁, A₀ − m) − logaddexp(B₁, B₀ − m)
+              = (A₁ − B₁) + softplus(A₀ − A₁ − m) − softplus(B₀ − B₁ − m).
+    The three constants take two values per jump (zᵗ = 0 or 1): :func:`mixture_constants`,
+    jump-shaped ((B, 1, 1) or scalar), selected per bit by an exact ``lerp`` (weight zᵗ), so
+    the full-size work is a handful of ops. ``constants``: precomputed for this jump.
+    m is clamped to ±(3 × the largest |log| of a normal float): beyond that the result no
+    longer changes (+) or changes by rounding only (−), and m = ±inf (τ = 0) stays finite."""
+    c = mixture_constants(jump) if constants is None else constants
+    bound = -3 * math.log(torch.finfo(x0_logit.dtype).tiny)
+    m = x0_logit.clamp(-bound, bound)
+    z_t = z_t.to(x0_logit.dtype)
+    d, ca, cb = torch.lerp(c.d_zero, c.d_one, z_t), torch.lerp(c.ca_zero, c.ca_one, z_t), torch.lerp(c.cb_zero, c.cb_one, z_t)
+    # softplus is linear above the threshold; there log1p(e^-x) < eps·x, below the rounding
+    threshold = -math.log(torch.finfo(x0_logit.dtype).eps)
+    return d + F.softplus(ca - m, threshold=threshold) - F.softplus(cb - m, threshold=threshold)
 
 
 def joint_logits(z_t: torch.Tensor, x0_logit: torch.Tensor, jump: Jump) -> torch.Tensor:
@@ -130,14 +168,16 @@ def joint_logits(z_t: torch.Tensor, x0_logit: torch.Tensor, jump: Jump) -> torch
     return log_like_ratio + (log_prior_one - log_prior_zero)
 
 
-def reverse_logits(z_t: torch.Tensor, net_logits: torch.Tensor, jump: Jump, *, parameterization: str, form: str) -> torch.Tensor:
+def reverse_logits(z_t: torch.Tensor, net_logits: torch.Tensor, jump: Jump, *, parameterization: str, form: str,
+                   mixture: MixtureConstants | None = None) -> torch.Tensor:
     """Logit of p_θ(zˢ=1 | zᵗ). ``direct``: the network logits are the reverse step itself
-    (defined for one step s = t − 1 only; the caller enforces that)."""
+    (defined for one step s = t − 1 only; the caller enforces that). ``mixture``: the jump's
+    precomputed :class:`MixtureConstants` (mixture form only)."""
     if parameterization == "direct":
         return net_logits
     x0_logit = x0_logits(net_logits, z_t, parameterization)
     if form == "mixture":
-        return mixture_logits(z_t, x0_logit, jump)
+        return mixture_logits(z_t, x0_logit, jump, mixture)
     if form == "joint":
         return joint_logits(z_t, x0_logit, jump)
     raise ValueError(f"unknown reverse form {form!r}, expected one of {REVERSE_FORMS}")

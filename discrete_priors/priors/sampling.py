@@ -86,14 +86,18 @@ class Draw(NamedTuple):
     log_prob: torch.Tensor
 
 
-def draw_bits(logits: torch.Tensor, *, temperature: float = 1.0, generator: torch.Generator | None = None) -> Draw:
-    """Independent bits with P(1) = σ(ℓ/τ), logits (..., c); τ = 0: 1[ℓ > 0] (uniforms drawn all the same)."""
+def draw_bits(logits: torch.Tensor, *, temperature: float = 1.0, generator: torch.Generator | None = None,
+              with_log_prob: bool = True) -> Draw:
+    """Independent bits with P(1) = σ(ℓ/τ), logits (..., c); τ = 0: 1[ℓ > 0] (uniforms drawn all the same).
+    ``with_log_prob=False``: log_prob is None (not computed; the same bits)."""
     if temperature == 0:
         uniform(logits.shape, generator, logits.device, logits.dtype)  # keep the generator's stream aligned
         bits = (logits > 0).to(logits.dtype)
     else:
         logits = temper(logits, temperature)
         bits = bernoulli(torch.sigmoid(logits), generator=generator)
+    if not with_log_prob:
+        return Draw(bits, None)
     log_prob = -torch.nn.functional.binary_cross_entropy_with_logits(logits, bits, reduction="none").sum(-1)
     return Draw(bits, log_prob)
 
@@ -109,7 +113,7 @@ def top_k_logits(logits: torch.Tensor, top_k: int | None) -> torch.Tensor:
 
 
 def draw_categorical(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
-                     generator: torch.Generator | None = None) -> Draw:
+                     generator: torch.Generator | None = None, with_log_prob: bool = True) -> Draw:
     """Tokens (...,) long from softmax(ℓ/τ) over the last axis, restricted to the ``top_k`` most
     likely when given; τ = 0: the argmax (uniforms drawn all the same).
 
@@ -124,17 +128,18 @@ def draw_categorical(logits: torch.Tensor, *, temperature: float = 1.0, top_k: i
         log_probs = (logits / temperature).log_softmax(-1)
         gumbel = -torch.log(exponential.clamp(min=1e-20))
         tokens = (log_probs + gumbel).argmax(-1)
-    return Draw(tokens, log_probs.gather(-1, tokens[..., None])[..., 0])
+    return Draw(tokens, log_probs.gather(-1, tokens[..., None])[..., 0] if with_log_prob else None)
 
 
 def draw(logits: torch.Tensor, *, bits: bool, temperature: float = 1.0, top_k: int | None = None,
-         generator: torch.Generator | None = None) -> Draw:
-    """:func:`draw_bits` (``bits``: logits (..., c) of independent bits) or :func:`draw_categorical`."""
+         generator: torch.Generator | None = None, with_log_prob: bool = True) -> Draw:
+    """:func:`draw_bits` (``bits``: logits (..., c) of independent bits) or :func:`draw_categorical`.
+    ``with_log_prob=False`` skips :attr:`Draw.log_prob` (None) for a sampler that never reads it."""
     if bits:
         if top_k is not None:
             raise ValueError(f"top_k applies to categorical codes only, got top_k={top_k} for bits")
-        return draw_bits(logits, temperature=temperature, generator=generator)
-    return draw_categorical(logits, temperature=temperature, top_k=top_k, generator=generator)
+        return draw_bits(logits, temperature=temperature, generator=generator, with_log_prob=with_log_prob)
+    return draw_categorical(logits, temperature=temperature, top_k=top_k, generator=generator, with_log_prob=with_log_prob)
 
 
 # -- classifier-free guidance ------------------------------------------------------------------
@@ -169,6 +174,39 @@ def guided_logits(logits_fn: Callable[..., torch.Tensor], inputs: tuple, labels:
         return logits_fn(*inputs, labels)
     doubled = tuple(None if x is None else torch.cat([x, x]) for x in inputs)
     return combine_guided(logits_fn(*doubled, with_null_labels(labels, null_class)), guidance, log_softmax=log_softmax)
+
+
+# -- loop exits without a host-device sync --------------------------------------------------------
+
+
+class LaggedFlag:
+    """Reads a 0-d bool device tensor that, once True, stays True (e.g. "every token revealed")
+    without making the host wait for the device.
+
+    On CPU the value is read directly (there is no device to wait for). On CUDA each call
+    starts a non-blocking copy of the flag into pinned host memory and answers with the most
+    recent copy that has already arrived (an event query, not a wait), so a True is seen a
+    step or two late: a loop that stops on it runs the same iterations as one that stopped at
+    once, plus at most a few that must change nothing. Other devices read directly (a sync)."""
+
+    def __init__(self, device):
+        self.device = torch.device(device)
+        self.pending: list = []  # (host copy, event), oldest first
+
+    def __call__(self, flag: torch.Tensor) -> bool:
+        if self.device.type != "cuda":
+            return bool(flag)
+        seen = False
+        while self.pending and self.pending[0][1].query():
+            host, _ = self.pending.pop(0)
+            seen = seen or bool(host)
+        if not seen:
+            host = torch.empty((), dtype=torch.bool, pin_memory=True)
+            host.copy_(flag, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self.pending.append((host, event))
+        return seen
 
 
 # -- mask schedules (absorbing diffusion), pure functions of t -----------------------------------

@@ -60,6 +60,12 @@ class Schedule:
     s → t, q(zᵗ | zˢ) = B(K zˢ + (1 − K)/2). Each accepts an int or a long tensor of steps
     (any shape) and returns float64 values of the same shape, on t's device (CPU for MPS);
     ``t=None`` returns the table.
+
+    Lookups are gathers from a copy of the table kept on each device it was asked for (made
+    once), so a lookup with device steps never waits for the device. ``check=True`` (default)
+    validates the steps, which reads them back (``min``/``max``: one host-device sync); a
+    prior's hot path passes ``check=False`` for steps it drew itself or validated once at its
+    public entry.
     """
 
     def __init__(self, keep: torch.Tensor, *, name: str = "custom"):
@@ -73,42 +79,64 @@ class Schedule:
         self.name = name
         self.timesteps = keep.numel() - 1
         self._keep = keep
+        self._b = (1.0 - keep) / 2
         self._beta = torch.cat([keep.new_zeros(1), 1.0 - keep[1:] / keep[:-1]])
+        self._copies: dict = {}  # (table id, device) -> the table on that device
 
     def __repr__(self) -> str:
         return f"Schedule(name={self.name!r}, timesteps={self.timesteps}, k_T={self._keep[-1].item():.3g})"
 
-    def _at(self, table: torch.Tensor, t) -> torch.Tensor:
-        if t is None:
-            return table
+    def check_steps(self, t) -> None:
+        """Raise a ValueError unless ``t`` (int or tensor) holds integer steps in 0..T."""
         t = torch.as_tensor(t)
         if t.dtype.is_floating_point:
             raise ValueError(f"steps must be integers in 0..{self.timesteps}, got dtype {t.dtype}")
-        if t.numel() and (t.min() < 0 or t.max() > self.timesteps):
-            raise ValueError(f"steps must lie in 0..{self.timesteps}, got [{int(t.min())}, {int(t.max())}]")
+        if t.numel():
+            lo, hi = torch.stack(torch.aminmax(t.reshape(-1).long())).tolist()  # one read-back
+            if lo < 0 or hi > self.timesteps:
+                raise ValueError(f"steps must lie in 0..{self.timesteps}, got [{lo}, {hi}]")
+
+    def on(self, table: torch.Tensor, device) -> torch.Tensor:
+        """``table`` on ``device`` (copied the first time only)."""
+        device = torch.device(device)
+        if device.type == "cpu":
+            return table
+        key = (id(table), device)
+        if key not in self._copies:
+            self._copies[key] = table.to(device)
+        return self._copies[key]
+
+    def _at(self, table: torch.Tensor, t, check: bool) -> torch.Tensor:
+        if t is None:
+            return table
+        t = torch.as_tensor(t)
+        if check:
+            self.check_steps(t)
+        elif t.dtype.is_floating_point:  # free: no read-back
+            raise ValueError(f"steps must be integers in 0..{self.timesteps}, got dtype {t.dtype}")
         if t.device.type == "mps":  # no float64 on Apple GPUs: index on the CPU, callers cast and move
             t = t.cpu()
-        return table.to(t.device)[t]
+        return self.on(table, t.device)[t]
 
-    def k(self, t=None) -> torch.Tensor:
-        return self._at(self._keep, t)
+    def k(self, t=None, *, check: bool = True) -> torch.Tensor:
+        return self._at(self._keep, t, check)
 
-    def b(self, t=None) -> torch.Tensor:
-        return self._at((1.0 - self._keep) / 2, t)
+    def b(self, t=None, *, check: bool = True) -> torch.Tensor:
+        return self._at(self._b, t, check)
 
-    def beta(self, t=None) -> torch.Tensor:
-        return self._at(self._beta, t)
+    def beta(self, t=None, *, check: bool = True) -> torch.Tensor:
+        return self._at(self._beta, t, check)
 
-    def skip(self, t, s) -> torch.Tensor:
+    def skip(self, t, s, *, check: bool = True) -> torch.Tensor:
         """K = k_t / k_s for s < t (s = t − 1 gives 1 − β_t)."""
         t, s = torch.as_tensor(t), torch.as_tensor(s)
-        if (s >= t).any():
+        if check and (s >= t).any():
             raise ValueError("skip(t, s) needs s < t")
-        return self.k(t) / self.k(s)  # k_s > 0 since s < t <= T and k decreases strictly
+        return self.k(t, check=check) / self.k(s, check=check)  # k_s > 0 since s < t <= T and k decreases strictly
 
-    def flip_prob(self, t=None) -> torch.Tensor:
+    def flip_prob(self, t=None, *, check: bool = True) -> torch.Tensor:
         """Probability that a bit of z⁰ differs in zᵗ: (1 − k_t)/2 = b_t."""
-        return self.b(t)
+        return self.b(t, check=check)
 
 
 def make_schedule(name: str, timesteps: int) -> Schedule:
