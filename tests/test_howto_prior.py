@@ -38,7 +38,7 @@ class DummyPrior(Prior):
         flat = codes.flatten(1)
         return nn.functional.binary_cross_entropy_with_logits(self._logits(flat, labels), flat, reduction="none")
 
-    def loss(self, codes, labels=None, *, generator=None):
+    def loss(self, codes, labels=None, *, generator=None, log_terms=True):
         codes = self.check_codes(codes)
         labels = self.drop_labels(self.check_labels(labels, codes.shape[0]), generator)
         loss = self._nats(codes, labels).mean()

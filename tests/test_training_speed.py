@@ -197,3 +197,25 @@ def test_bench_train_step_prints_medians(tmp_path):
                     "--steps", "1", "--warmup", "0", "--out", str(out)], cwd=REPO, env=env, check=True, capture_output=True)
     result = json.loads(out.read_text())
     assert result["median_s_per_step"]["autoencoder/fp32"] > 0 and result["baseline"] is None
+
+
+def test_every_prior_gets_log_terms_only_on_logged_steps(tmp_path):
+    """Priors opt in through Prior.accepts_log_terms: the Bernoulli VLB (logged only, λ = 0) is
+    computed on the 2 logged steps of 8, not on every step."""
+    from discrete_priors.latents.base import CodeSpec
+    from discrete_priors.priors import build_prior
+
+    prior = build_prior("bernoulli", CodeSpec(kind="binary", grid=(2, 2), channels=4), preset="tiny", timesteps=8)
+    calls, loss = [], prior.loss
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["log_terms"])
+        return loss(*args, **kwargs)
+
+    prior.loss = spy
+    codes = (torch.rand(64, 4, 4, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    Trainer(prior, (codes,), TrainConfig(steps=8, batch_size=8, log_every=4, device="cpu", checkpoint_every=0), tmp_path,
+            progress=False).fit()
+    assert calls == [False, False, False, True] * 2
+    logged = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [4, 8] and all("vlb" in r["terms"] for r in logged)

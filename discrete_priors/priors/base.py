@@ -47,6 +47,7 @@ class Prior(nn.Module):
     implement the interface methods. ``cond_drop_prob``: see :meth:`drop_labels`."""
 
     accepts: frozenset = frozenset()
+    accepts_log_terms = True  # the trainer passes log_terms= to forward (training/trainer.py)
     name: str = ""
 
     def __init__(self, spec: CodeSpec | dict, *, num_classes: int | None = None, cond_drop_prob: float = 0.0):
