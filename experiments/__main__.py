@@ -1,6 +1,7 @@
 """``python -m experiments <name> --preset P --out DIR [overrides]``: run one comparison.
 
-Runners: reconstruction (Table 4), samplers (Table 5), efficiency (Table 6), steps (Figure 7), ablation (Table 7), figures (Figures 4, 6, 8 and reconstructions), sanity (metric scale: real, reconstructions, random codes). Presets: smoke (tiny, about a minute), cpu (Fashion-MNIST at 16x16, digits if it is not installed), paper
+Runners: reconstruction (Table 4), samplers (Table 5), efficiency (Table 6), efficiency-scaling (Table 6's
+sampling cost vs latent positions, bits and network size, untrained weights; not in `all`), steps (Figure 7), ablation (Table 7), figures (Figures 4, 6, 8 and reconstructions), sanity (metric scale: real, reconstructions, random codes). Presets: smoke (tiny, about a minute), cpu (Fashion-MNIST at 16x16, digits if it is not installed), paper
 (GPU scale; needs --data-dir with an image folder). Reruns skip finished cells and resume training.
 """
 
@@ -13,7 +14,8 @@ from pathlib import Path
 
 RUNNERS = {"samplers": "experiments.samplers", "steps": "experiments.steps", "efficiency": "experiments.efficiency",
            "ablation": "experiments.ablation", "sanity": "experiments.sanity",
-           "reconstruction": "experiments.reconstruction", "figures": "experiments.figures"}
+           "reconstruction": "experiments.reconstruction", "figures": "experiments.figures",
+           "efficiency-scaling": "experiments.efficiency:run_scaling"}  # "module[:function]", default run
 # `all`: every comparison of the paper, cheapest shared stages first (make reproduce runs this)
 ALL = ("reconstruction", "samplers", "efficiency", "steps", "ablation", "figures")
 
@@ -49,7 +51,8 @@ def main(argv=None) -> int:
     write_json(out / "preset.json", asdict(preset) | {"hash": preset.hash()})  # the scale, for the report
     for name in ALL if args.name == "all" else (args.name,):
         start = time.perf_counter()
-        importlib.import_module(RUNNERS[name]).run(preset, out, data_dir=args.data_dir)
+        module, _, function = RUNNERS[name].partition(":")
+        getattr(importlib.import_module(module), function or "run")(preset, out, data_dir=args.data_dir)
         seconds = time.perf_counter() - start
         log_timing(out, runner=name, seconds=seconds, preset=preset)
         print(f"{name}: {seconds / 60:.1f} min", flush=True)
