@@ -3,6 +3,7 @@
 Runners: reconstruction (Table 4), samplers (Table 5), efficiency (Table 6), efficiency-scaling (Table 6's
 sampling cost vs latent positions, bits and network size, untrained weights; not in `all`), steps (Figure 7), ablation (Table 7), figures (Figures 4, 6, 8 and reconstructions), sanity (metric scale: real, reconstructions, random codes). Presets: smoke (tiny, about a minute), cpu (Fashion-MNIST at 16x16, digits if it is not installed), paper
 (GPU scale; needs --data-dir with an image folder). Reruns skip finished cells and resume training.
+`python -m experiments gpu_check --out DIR` (flags: `gpu_check --help`) checks a GPU machine in 8 minutes.
 """
 
 from __future__ import annotations
@@ -21,14 +22,21 @@ ALL = ("reconstruction", "samplers", "efficiency", "steps", "ablation", "figures
 
 
 def main(argv=None) -> int:
+    import sys
     from dataclasses import asdict, replace
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["gpu_check"]:  # its own flags (sizes, budget), no preset: see experiments/gpu_check.py
+        from experiments import gpu_check
+
+        return gpu_check.main(argv[1:])
 
     from discrete_priors.io import write_json
     from experiments.common import PRESETS, get_preset, log_timing, with_available_data
 
     parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", choices=sorted(RUNNERS) + ["all"],
+    parser.add_argument("name", choices=sorted(RUNNERS) + ["all", "gpu_check"],
                         help=f"which comparison to run; all = {', '.join(ALL)} in this order")
     parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="scale of the run")
     parser.add_argument("--out", required=True, help="experiment directory (shared across runners)")
