@@ -72,7 +72,7 @@ def loglog_plot(df: pd.DataFrame, path: str | Path) -> Path:
     panel per bit width c."""
     frame = scaling_frame(df)
     widths = sorted(frame["c"].unique())
-    fig = Figure(figsize=(4.5 * len(widths), 4.0), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(4.5 * len(widths) + 1.6, 4.0), dpi=DPI, layout="constrained")
     axes = fig.subplots(1, len(widths), squeeze=False, sharey=True)[0]
     samplers = sorted(frame["sampler"].unique())
     nets = sorted(frame["net"].unique())
@@ -85,6 +85,7 @@ def loglog_plot(df: pd.DataFrame, path: str | Path) -> Path:
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set(xlabel="latent positions N", ylabel="samples/s (log)", title=f"c = {c} bits per position")
+    axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")  # beside the lines, not over them
     return _save(fig, path)
 
 
