@@ -5,7 +5,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 OUT ?= runs/demo
 
-.PHONY: install demo test reproduce clean
+.PHONY: install demo test reproduce gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ RESULTS ?= results/$(PRESET)
 reproduce: install
 	$(PY) -m experiments all --preset $(PRESET) --out $(RESULTS)
 	$(PY) -m analysis --results $(RESULTS)/results.csv --out $(RESULTS)/report --samples $(RESULTS)/samples
+
+# One unattended check of a GPU machine in at most 8 minutes: experiments/gpu_check.py, one JSON.
+GPU_CHECK_OUT ?= runs/gpu-check
+gpu-check: install
+	$(PY) -m experiments gpu_check --out $(GPU_CHECK_OUT)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from analysis import plots
+from analysis import plots, scaling
 from analysis.tables import (DEFAULT_DIRECTION, format_mean_std, load_results, parse_variant, summary_table,
                              to_latex, to_markdown, variant_sort_key)
 from discrete_priors.io import atomic_path
@@ -44,6 +44,8 @@ SECTIONS = {  # experiment -> (title, metrics in preferred order, plot)
     "figures": ("Temperature, guidance and inpainting (numbers behind paper Figures 4, 6, 8)",
                 ["fd", "precision", "recall", "class_accuracy"], None),
 }
+# experiments whose section is not one summary table: experiment -> section_lines(df, out_dir)
+CUSTOM_SECTIONS = {scaling.EXPERIMENT: scaling.section_lines}
 PRESET_KEYS = ("name", "dataset", "size", "ae_preset", "ae_steps", "bits", "vq_codebook", "net", "prior_steps",
                "prior_batch", "num_samples", "nll_codes", "seeds")
 
@@ -335,7 +337,10 @@ def write_report(results_csv: str | Path, out_dir: str | Path, *, samples_dir: s
     experiments = list(dict.fromkeys(df["experiment"]))
     order = [e for e in SECTIONS if e in experiments] + [e for e in experiments if e not in SECTIONS]
     for experiment in order:
-        lines += _experiment_lines(df, experiment, out_dir)
+        if experiment in CUSTOM_SECTIONS:
+            lines += CUSTOM_SECTIONS[experiment](df, out_dir)
+        else:
+            lines += _experiment_lines(df, experiment, out_dir)
     missing = [e for e in SECTIONS if e not in experiments]
     if missing:
         lines += ["## Not measured", "", "No rows for: " + ", ".join(f"`{e}`" for e in missing) + ".", ""]

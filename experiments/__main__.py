@@ -1,7 +1,9 @@
 """``python -m experiments <name> --preset P --out DIR [overrides]``: run one comparison.
 
-Runners: reconstruction (Table 4), samplers (Table 5), efficiency (Table 6), steps (Figure 7), ablation (Table 7), figures (Figures 4, 6, 8 and reconstructions), sanity (metric scale: real, reconstructions, random codes). Presets: smoke (tiny, about a minute), cpu (Fashion-MNIST at 16x16, digits if it is not installed), paper
+Runners: reconstruction (Table 4), samplers (Table 5), efficiency (Table 6), efficiency-scaling (Table 6's
+sampling cost vs latent positions, bits and network size, untrained weights; not in `all`), steps (Figure 7), ablation (Table 7), figures (Figures 4, 6, 8 and reconstructions), sanity (metric scale: real, reconstructions, random codes). Presets: smoke (tiny, about a minute), cpu (Fashion-MNIST at 16x16, digits if it is not installed), paper
 (GPU scale; needs --data-dir with an image folder). Reruns skip finished cells and resume training.
+`python -m experiments gpu_check --out DIR` (flags: `gpu_check --help`) checks a GPU machine in 8 minutes.
 """
 
 from __future__ import annotations
@@ -13,20 +15,28 @@ from pathlib import Path
 
 RUNNERS = {"samplers": "experiments.samplers", "steps": "experiments.steps", "efficiency": "experiments.efficiency",
            "ablation": "experiments.ablation", "sanity": "experiments.sanity",
-           "reconstruction": "experiments.reconstruction", "figures": "experiments.figures"}
+           "reconstruction": "experiments.reconstruction", "figures": "experiments.figures",
+           "efficiency-scaling": "experiments.efficiency:run_scaling"}  # "module[:function]", default run
 # `all`: every comparison of the paper, cheapest shared stages first (make reproduce runs this)
 ALL = ("reconstruction", "samplers", "efficiency", "steps", "ablation", "figures")
 
 
 def main(argv=None) -> int:
+    import sys
     from dataclasses import asdict, replace
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["gpu_check"]:  # its own flags (sizes, budget), no preset: see experiments/gpu_check.py
+        from experiments import gpu_check
+
+        return gpu_check.main(argv[1:])
 
     from discrete_priors.io import write_json
     from experiments.common import PRESETS, get_preset, log_timing, with_available_data
 
     parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", choices=sorted(RUNNERS) + ["all"],
+    parser.add_argument("name", choices=sorted(RUNNERS) + ["all", "gpu_check"],
                         help=f"which comparison to run; all = {', '.join(ALL)} in this order")
     parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="scale of the run")
     parser.add_argument("--out", required=True, help="experiment directory (shared across runners)")
@@ -49,7 +59,8 @@ def main(argv=None) -> int:
     write_json(out / "preset.json", asdict(preset) | {"hash": preset.hash()})  # the scale, for the report
     for name in ALL if args.name == "all" else (args.name,):
         start = time.perf_counter()
-        importlib.import_module(RUNNERS[name]).run(preset, out, data_dir=args.data_dir)
+        module, _, function = RUNNERS[name].partition(":")
+        getattr(importlib.import_module(module), function or "run")(preset, out, data_dir=args.data_dir)
         seconds = time.perf_counter() - start
         log_timing(out, runner=name, seconds=seconds, preset=preset)
         print(f"{name}: {seconds / 60:.1f} min", flush=True)

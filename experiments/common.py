@@ -42,6 +42,47 @@ class PriorRecipe:
 
 
 @dataclass(frozen=True)
+class ScalingNet:
+    """One network size of the sampling-cost scaling study: the ``nets.presets`` name, the batch
+    it is timed at, and ``timed_passes`` k: a sampler needing more than k network passes is timed
+    over k of them (``steps=k``) and scaled by its full count (None: every pass is run)."""
+
+    size: str
+    batch: int
+    timed_passes: int | None = None
+
+
+@dataclass(frozen=True)
+class ScalingGrid:
+    """The grid of the efficiency runner's scaling study (``experiments efficiency-scaling``):
+    latent grids (h, w) x bits per position x network sizes, for every prior of the preset's
+    ``prior_recipes`` with no trained weights (sampling cost does not depend on the weights).
+    ``steps``: the sampling steps each prior is timed at (a prior not listed: its own default,
+    e.g. one per position for the autoregressive prior). ``precision``: fp32 | bf16 (autocast).
+    Not part of :meth:`Preset.hash`; the study's rows carry :meth:`Preset.scaling_hash`."""
+
+    grids: tuple[tuple[int, int], ...] = ((4, 4), (8, 8), (16, 16))
+    bits: tuple[int, ...] = (32, 64)
+    # batch 64 at the cpu size; 4 at the paper size, which on CPU takes ~5 s per pass at 16x16
+    nets: tuple[ScalingNet, ...] = (ScalingNet("cpu", 64, timed_passes=4), ScalingNet("paper", 4, timed_passes=2))
+    steps: dict[str, tuple[int, ...]] = field(default_factory=lambda: {"bernoulli": (16,), "absorbing": (256, 16)})
+    precision: str = "fp32"
+
+    def __post_init__(self):
+        assert self.precision in {"fp32", "bf16"}, f"unknown precision {self.precision!r}, expected 'fp32' or 'bf16'"
+        if not self.grids or any(len(g) != 2 or min(g) < 1 for g in self.grids):
+            raise ValueError(f"scaling grids must be (h, w) pairs of positive ints, got {self.grids}")
+        if not self.bits or min(self.bits) < 1 or not self.nets:
+            raise ValueError(f"scaling study needs bits >= 1 and at least one net, got bits {self.bits}, nets {self.nets}")
+        for net in self.nets:
+            if net.batch < 1 or (net.timed_passes is not None and net.timed_passes < 1):
+                raise ValueError(f"scaling net {net}: expected batch >= 1 and timed_passes None or >= 1")
+        for prior, counts in self.steps.items():
+            if not counts or any(not isinstance(s, int) or s < 1 for s in counts):
+                raise ValueError(f"scaling steps of {prior!r} must be positive ints, got {counts!r}")
+
+
+@dataclass(frozen=True)
 class Preset:
     """Scale of a whole experiment. ``prior_recipes`` hold each prior's own best-known recipe;
     the network size (``net``) is shared by all priors so comparisons are at equal size."""
@@ -73,9 +114,20 @@ class Preset:
         # autoregressive: teacher forcing, one step per position.
         "autoregressive": PriorRecipe(),
     })
+    scaling: ScalingGrid = field(default_factory=ScalingGrid)
 
     def hash(self) -> str:
-        return config_hash(asdict(self))
+        """The config hash every trained-model cell is recorded under. ``scaling`` is left out:
+        the scaling study trains nothing and records under :meth:`scaling_hash`, and the hashes
+        of the records made before it existed stay valid (tests pin them)."""
+        config = asdict(self)
+        del config["scaling"]
+        return config_hash(config)
+
+    def scaling_hash(self) -> str:
+        """Config hash of the scaling study's rows: its grid and the priors' recipes."""
+        return config_hash({"scaling": asdict(self.scaling),
+                            "prior_recipes": {k: asdict(v) for k, v in self.prior_recipes.items()}})
 
 
 PRESETS = {
@@ -84,7 +136,9 @@ PRESETS = {
                     prior_recipes={
                         "bernoulli": PriorRecipe({"parameterization": "residual", "timesteps": 32, "default_steps": 8}),
                         "absorbing": PriorRecipe({"loss_weighting": "reweighted", "timesteps": 32}),
-                        "autoregressive": PriorRecipe()}),
+                        "autoregressive": PriorRecipe()},
+                    scaling=ScalingGrid(grids=((2, 2), (4, 4)), bits=(8,), nets=(ScalingNet("tiny", 4, timed_passes=2),),
+                                        steps={"bernoulli": (8,), "absorbing": (32, 4)})),
     # Fashion-MNIST at 16x16 (4x4 positions x 32 bits): the 28x28 grid has 49 positions, which makes
     # each prior step ~3x dearer (0.29 vs 0.10 s at batch 128 on 2 cores) and the 16 prior trainings of
     # all runners together would not fit 90 minutes. Budget: 1,500 steps per autoencoder and prior.
@@ -259,6 +313,6 @@ def warn_fallback(message: str) -> None:
     warnings.warn(message, stacklevel=2)
 
 
-__all__ = ["PRESETS", "Preset", "PriorRecipe", "Scoring", "binary_name", "done", "ensure_autoencoder", "ensure_latents", "ensure_prior",
+__all__ = ["PRESETS", "Preset", "PriorRecipe", "ScalingGrid", "ScalingNet", "Scoring", "binary_name", "done", "ensure_autoencoder", "ensure_latents", "ensure_prior",
            "ensure_samplers_prior", "extractor_for", "get_preset", "log_timing", "pending", "read_json", "record",
            "scoring_for", "shared_binary_latents", "shared_latents", "warn_fallback", "with_available_data"]

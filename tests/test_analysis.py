@@ -258,3 +258,26 @@ def test_small_lambda_claim_does_not_count_the_direct_target(tmp_path):
     assert claim.verdict == "supported"  # from the residual setting alone
     assert claim.evidence[0].startswith("target=direct: λ only rescales the loss") and "not evidence" in claim.evidence[0]
     assert "fd at λ=0.1 12.0 < λ=0 13.0: holds" in claim.evidence[1]
+
+
+def test_scaling_slope_is_the_exponent_of_a_power_law(tmp_path):
+    """samples/s = 1000 / N (cost linear in N) -> slope -1; = 500 / N^2 -> -2; the paper-size row is tabled."""
+    from analysis import scaling
+
+    csv = tmp_path / "results.csv"
+    for sampler, law in (("bernoulli/S=16", lambda n: 1000 / n), ("autoregressive", lambda n: 500 / n ** 2)):
+        for n in (16, 64, 256):
+            rate = law(n)
+            append_rows(csv, make_rows(experiment="efficiency-scaling", variant=f"{sampler}/N={n}/c=32/net=paper",
+                                       seed=0, metrics={"samples_per_s": rate, "seconds_per_batch": 4 / rate,
+                                                        "nfe_per_sample": 16 if "S=" in sampler else n,
+                                                        "timed_passes": 2 if "S=" in sampler else n,
+                                                        "extrapolated": float("S=" in sampler),
+                                                        "peak_mem_mb": n, "batch_size": 4, "params": 1e8}))
+    frame = scaling.scaling_frame(load_results(csv))
+    slopes = scaling.growth_slopes(frame).set_index("sampler")["slope"]
+    assert slopes["bernoulli S=16"] == pytest.approx(-1.0) and slopes["autoregressive"] == pytest.approx(-2.0)
+    report = write_report(csv, tmp_path / "report").read_text()
+    assert "At the paper's latent size: 16x16 positions x 32 bits" in report
+    assert "| bernoulli S=16 | 16 | 3.91 | 1.02 | 256 | 4 | 100.0M | extrapolated from 2 steps |" in report
+    assert "cost per sample ∝ N^2.00" in report

@@ -218,3 +218,82 @@ def test_inpainting_keeps_the_known_half_across_sampling_batches(experiment_dir,
                                        known_codes=known).codes
         assert torch.equal(codes[mask], known[mask]), name
         assert not torch.equal(codes[~mask], known[~mask]), name  # 8 positions x 32 bits redrawn
+
+
+# -- the efficiency runner's scaling study (no trained prior; does not use experiment_dir) ---------------
+PINNED_HASHES = {"smoke": "abb7999f40ba4abe", "cpu": "d955cc3b7c74ea25", "paper": "ebe4aa1ba663a7c4"}
+
+
+def test_preset_hashes_are_the_ones_the_committed_records_carry():
+    """docs/results/cpu's rows carry d955cc3b7c74ea25: a preset field added later must not move it."""
+    assert {name: preset.hash() for name, preset in common.PRESETS.items() if name in PINNED_HASHES} == PINNED_HASHES
+
+
+def test_scaling_grid_changes_only_the_scaling_hash():
+    cpu = common.get_preset("cpu")
+    other = replace(cpu, scaling=common.ScalingGrid(bits=(8,)))
+    assert other.hash() == cpu.hash() == PINNED_HASHES["cpu"]
+    assert other.scaling_hash() != cpu.scaling_hash()
+
+
+def test_efficiency_scaling_cells_cover_every_prior_of_the_recipes():
+    cells = efficiency.scaling_cells(common.get_preset("cpu"))
+    variants = [cell.variant for cell in cells]
+    # 2 nets x 3 grids x 2 bit widths x (bernoulli S=16, absorbing S=256 and S=16, autoregressive)
+    assert len(variants) == len(set(variants)) == 48
+    assert {"bernoulli/S=16/N=256/c=32/net=paper", "absorbing/S=256/N=16/c=64/net=cpu",
+            "absorbing/S=16/N=64/c=32/net=paper", "autoregressive/N=256/c=64/net=cpu"} <= set(variants)
+    later = replace(common.get_preset("smoke"), prior_recipes={**common.get_preset("smoke").prior_recipes,
+                                                               "newprior": common.PriorRecipe()})
+    assert sum(cell.prior == "newprior" and cell.steps is None for cell in efficiency.scaling_cells(later)) == 2
+
+
+def test_efficiency_scaling_bad_grids_are_refused():
+    with pytest.raises(AssertionError, match="unknown precision 'fp8'"):
+        common.ScalingGrid(precision="fp8")
+    with pytest.raises(ValueError, match=r"\(h, w\) pairs"):
+        common.ScalingGrid(grids=((4,),))
+    with pytest.raises(ValueError, match="positive ints"):
+        common.ScalingGrid(steps={"bernoulli": (0,)})
+    bad = replace(common.get_preset("smoke"), scaling=common.ScalingGrid(steps={"bernouli": (8,)}))
+    with pytest.raises(ValueError, match=r"without a recipe in preset 'smoke': \['bernouli'\]"):
+        efficiency.scaling_cells(bad)
+
+
+def test_efficiency_scaling_smoke_rows_extrapolate_diffusion_and_run_ar_in_full(tmp_path):
+    smoke = common.get_preset("smoke")
+    efficiency.run_scaling(smoke, tmp_path)
+    df = pd.read_csv(tmp_path / "results.csv")
+    assert set(df["experiment"]) == {"efficiency-scaling"} and set(df["config_hash"]) == {smoke.scaling_hash()}
+    wide = df.pivot_table(index="variant", columns="metric", values="value")
+    assert sorted(wide.index) == sorted(cell.variant for cell in efficiency.scaling_cells(smoke))
+    assert np.isfinite(wide.to_numpy()).all() and (wide["peak_mem_mb"] >= 0).all()
+    for N in (4, 16):
+        row = lambda name: wide.loc[f"{name}/N={N}/c=8/net=tiny"]  # noqa: E731
+        for name, nfe in (("bernoulli/S=8", 8), ("absorbing/S=32", 32), ("absorbing/S=4", 4)):
+            # timed over timed_passes = 2 network passes, scaled to the full count
+            assert (row(name)["nfe_per_sample"], row(name)["timed_passes"], row(name)["extrapolated"]) == (nfe, 2, 1)
+        ar = row("autoregressive")
+        assert (ar["nfe_per_sample"], ar["timed_passes"], ar["extrapolated"]) == (N, N, 0)  # one pass per position
+    assert np.allclose(wide["samples_per_s"] * wide["seconds_per_batch"], wide["batch_size"])
+    assert (wide["batch_size"] == 4).all()
+    before = (tmp_path / "results.csv").read_bytes()
+    efficiency.run_scaling(smoke, tmp_path)  # resumable: every cell is recorded, nothing reruns
+    assert (tmp_path / "results.csv").read_bytes() == before
+    assert analysis_main(["--results", str(tmp_path / "results.csv"), "--out", str(tmp_path / "report")]) == 0
+    report = (tmp_path / "report" / "REPORT.md").read_text()
+    assert "Sampling cost vs latent size" in report and "Untrained weights" in report
+    assert report.count("extrapolated from 2 steps") == 3 + 6  # paper-size stand-in table + every cell
+    assert "**autoregressive**, N = 4–16: tiny net: samples/s ∝ N^" in report
+    assert (tmp_path / "report" / "plots" / "efficiency-scaling.png").stat().st_size > 0
+
+
+def test_efficiency_scaling_runs_from_the_command_line(tmp_path):
+    smoke = common.get_preset("smoke")
+    grid = replace(smoke.scaling, grids=((2, 2),), steps={"bernoulli": (8,), "absorbing": (4,)})
+    common.PRESETS["smoke-scaling-cli"] = replace(smoke, name="smoke-scaling-cli", scaling=grid)
+    try:
+        assert experiments_main(["efficiency-scaling", "--preset", "smoke-scaling-cli", "--out", str(tmp_path)]) == 0
+    finally:
+        del common.PRESETS["smoke-scaling-cli"]
+    assert pd.read_csv(tmp_path / "results.csv")["variant"].nunique() == 3
