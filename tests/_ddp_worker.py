@@ -22,7 +22,7 @@ class AELoss(NamedTuple):
 
 
 class ToyAutoencoder(nn.Module):
-    """Deterministic autoencoder following contract C3: an adversarial term from ``adv_start`` on."""
+    """Deterministic autoencoder following contract docs/method.md §8.3: an adversarial term from ``adv_start`` on."""
 
     def __init__(self, *, dim: int = 6, hidden: int = 3, adv_weight: float = 0.1, adv_start: int = 2):
         super().__init__()

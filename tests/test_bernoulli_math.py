@@ -1,7 +1,7 @@
 """Bernoulli diffusion maths proven against brute-force Bayes on enumerated states (float64).
 
 Brute force never uses k_t or b_t: every table is built from the one-step matrices of β_t, so
-the closed forms of SPEC 2.1–2.5 (and the typo in the paper's posterior) are checked
+the closed forms of docs/method.md §2.1–§2.5 (and the typo in the paper's posterior) are checked
 independently of how they were derived.
 """
 

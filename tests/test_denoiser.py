@@ -1,4 +1,4 @@
-"""Contract C2: the Denoiser network (shapes, conditioning, presets, config, errors)."""
+"""Contract docs/method.md §8.2: the Denoiser network (shapes, conditioning, presets, config, errors)."""
 
 import itertools
 

@@ -45,7 +45,7 @@ def test_beta_reproduces_keep_and_b_recursion(name):
     beta = s.beta()
     assert torch.allclose(torch.cumprod(1 - beta, 0), s.k(), atol=1e-12)
     b = torch.zeros(51, dtype=torch.float64)
-    for t in range(1, 51):  # SPEC 2.1: b_t = (1 − β_t) b_{t−1} + ½ β_t
+    for t in range(1, 51):  # docs/method.md §2.1: b_t = (1 − β_t) b_{t−1} + ½ β_t
         b[t] = (1 - beta[t]) * b[t - 1] + beta[t] / 2
     assert torch.allclose(b, s.b(), atol=1e-12)
 

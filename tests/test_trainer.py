@@ -1,4 +1,4 @@
-"""Trainer: exact resume, crash-safe checkpoints, DDP equivalence, schedule, EMA, clipping, C3."""
+"""Trainer: exact resume, crash-safe checkpoints, DDP equivalence, schedule, EMA, clipping, docs/method.md §8.3."""
 
 from __future__ import annotations
 

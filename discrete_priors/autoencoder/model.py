@@ -1,5 +1,5 @@
 """The autoencoder: encoder -> latent space (binary, VQ or continuous) -> decoder, one backbone for
-every latent space so reconstruction is compared at matched architecture (SPEC section 1).
+every latent space so reconstruction is compared at matched architecture (docs/method.md §1).
 
 Images enter and leave in [0, 1]; the networks work in [-1, 1] internally (x -> 2x - 1 before the
 encoder, (y + 1) / 2 after the decoder). ``decode`` / ``reconstruct`` clamp to [0, 1]; the training
@@ -140,7 +140,7 @@ class Autoencoder(nn.Module):
         """decode(encode(images)): (B, C, H, W) in [0, 1]."""
         return self.decode(self.encode(images, mode, generator=generator))
 
-    # -- training (trainer contract C3) ---------------------------------------------------------
+    # -- training (trainer contract docs/method.md §8.3) ----------------------------------------
     accepts_log_terms = True  # the trainer passes log_terms= (training/trainer.py)
 
     def forward(self, images: torch.Tensor, *, step: int = 0, generator: torch.Generator | None = None,

@@ -1,5 +1,5 @@
 """Binary (Bernoulli) latent space of Binary Latent Diffusion (Wang et al., CVPR 2023,
-https://arxiv.org/abs/2304.04820), SPEC section 1.
+https://arxiv.org/abs/2304.04820), docs/method.md §1.
 
 The encoder gives c logits per position; y = sigmoid(logits). While training a code is sampled,
 z ~ Bernoulli(y), and the straight-through estimator z~ = sg(z) + y - sg(y) carries the gradient

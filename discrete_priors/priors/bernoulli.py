@@ -53,7 +53,7 @@ def sampling_grid(timesteps: int, steps: int) -> torch.Tensor:
 
 
 class BernoulliDiffusion(Prior):
-    """Bernoulli diffusion on binary codes (B, N, c) (SPEC section 2).
+    """Bernoulli diffusion on binary codes (B, N, c) (docs/method.md §2).
 
     preset: network size ("tiny" | "cpu" | "paper", :data:`~discrete_priors.nets.presets.NETWORK_PRESETS`); dim/depth/heads
       override it when not None. cond ("adaln" | "token": how t and the label enter) and pos_emb
@@ -161,7 +161,7 @@ class BernoulliDiffusion(Prior):
     # -- training ------------------------------------------------------------------------------
     def loss(self, codes: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None,
              log_terms: bool = True) -> LossOutput:
-        """L = L_target + λ L_vlb at t ~ U{1..T} per sample (SPEC 2.5); both mean per latent bit in
+        """L = L_target + λ L_vlb at t ~ U{1..T} per sample (docs/method.md §2.5); both mean per latent bit in
         nats. terms: target, vlb (time-weighted, nats per bit), loss. ``log_terms=False`` (a
         training step whose terms are not logged) skips the VLB when λ = 0, where it is only
         logged: the loss is the same, terms has no ``vlb``."""

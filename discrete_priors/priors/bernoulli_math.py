@@ -1,4 +1,4 @@
-"""Exact per-bit maths of Bernoulli diffusion (SPEC 2.1–2.5), vectorised over codes (B, N, c).
+"""Exact per-bit maths of Bernoulli diffusion (docs/method.md §2.1–§2.5), vectorised over codes (B, N, c).
 
 Binary Latent Diffusion, Wang et al., CVPR 2023 — https://arxiv.org/abs/2304.04820
 
@@ -73,7 +73,7 @@ def q_sample(z0: torch.Tensor, keep: torch.Tensor, *, generator: torch.Generator
 
 
 def posterior_factors(z_t: torch.Tensor, z0: torch.Tensor, jump: Jump):
-    """(A₁, A₀) of SPEC 2.2: A_v = q(zᵗ | zˢ=v) · q(zˢ=v | z⁰). Bayes' rule gives
+    """(A₁, A₀) of docs/method.md §2.2: A_v = q(zᵗ | zˢ=v) · q(zˢ=v | z⁰). Bayes' rule gives
     q(zˢ=1 | zᵗ, z⁰) = A₁/(A₁ + A₀); the second factor uses k_s and b_s (the paper's k_t, ½b_t is a typo).
     ``z0`` may be a probability p̂ in [0, 1]: then the second factor is the predicted marginal
     Σ_{z⁰} p̂(z⁰) q(zˢ | z⁰) = k_s p̂ + b_s (the *joint* reverse form)."""
@@ -136,7 +136,7 @@ def mixture_constants(jump: Jump) -> MixtureConstants:
 
 
 def mixture_logits(z_t: torch.Tensor, x0_logit: torch.Tensor, jump: Jump, constants: MixtureConstants | None = None) -> torch.Tensor:
-    """Logit of p(zˢ=1 | zᵗ) = Σ_{z⁰} p̂(z⁰) q(zˢ=1 | zᵗ, z⁰) (SPEC 2.4, mixture form); zᵗ in {0,1}.
+    """Logit of p(zˢ=1 | zᵗ) = Σ_{z⁰} p̂(z⁰) q(zˢ=1 | zᵗ, z⁰) (docs/method.md §2.4, mixture form); zᵗ in {0,1}.
 
     With A_v = log q(zˢ=1 | zᵗ, z⁰=v), B_v = log q(zˢ=0 | zᵗ, z⁰=v) and m the logit of p̂, the
     log p̂ common to both sides cancels (log(1 − p̂) = log p̂ − m):
@@ -159,7 +159,7 @@ def mixture_logits(z_t: torch.Tensor, x0_logit: torch.Tensor, jump: Jump, consta
 
 def joint_logits(z_t: torch.Tensor, x0_logit: torch.Tensor, jump: Jump) -> torch.Tensor:
     """Logit of p(zˢ=1 | zᵗ) ∝ q(zᵗ | zˢ=1)·[k_s p̂ + b_s] vs q(zᵗ | zˢ=0)·[k_s(1 − p̂) + b_s]
-    (SPEC 2.4, joint form of the reference code; zᵗ in {0,1}; σ(±ℓ) avoids computing 1 − p̂)."""
+    (docs/method.md §2.4, joint form of the reference code; zᵗ in {0,1}; σ(±ℓ) avoids computing 1 − p̂)."""
     # log q(zᵗ | zˢ=1) − log q(zᵗ | zˢ=0) = ±log((K + noise)/noise), + when zᵗ = 1
     evidence = _safe_log(jump.keep + jump.noise) - _safe_log(jump.noise)
     log_like_ratio = torch.where(z_t > 0.5, evidence, -evidence)
@@ -213,7 +213,7 @@ def prior_term(z0: torch.Tensor, keep_T: float) -> torch.Tensor:
 
 
 def class_balanced_weights(flips: torch.Tensor) -> torch.Tensor:
-    """Per-bit BCE weights (B, N, c) of the reference code's balancing (SPEC 2.4): with ρ the
+    """Per-bit BCE weights (B, N, c) of the reference code's balancing (docs/method.md §2.4): with ρ the
     fraction of flipped bits in each sample, flipped bits weigh 1 − ρ and unflipped bits ρ, so both
     classes carry equal total weight ρ(1 − ρ)·Nc. As in the reference, the weighted BCE is then
     averaged (not renormalised): a sample's total weight 2ρ(1 − ρ) also down-weights nearly clean

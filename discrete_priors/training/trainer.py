@@ -1,4 +1,4 @@
-"""One trainer for autoencoders and priors (contract C3): AdamW with linear warm-up, gradient
+"""One trainer for autoencoders and priors (contract docs/method.md §8.3): AdamW with linear warm-up, gradient
 clipping, EMA weights, mixed precision (training/precision.py), optional ``torch.compile``, data parallelism under torchrun, crash-safe
 checkpoints and exact resume.
 
