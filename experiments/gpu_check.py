@@ -83,8 +83,9 @@ SIZES = {
 
 
 def autocast(device: torch.device, precision: str):
-    """The network's autocast for ``precision`` (fp32: none). The lead may point this at the
-    training package's helper once it lands."""
+    """The network's autocast for ``precision`` (fp32: none). Unlike
+    :func:`discrete_priors.training.autocast_context` it does not warn about emulated bf16 on a
+    CPU: the tiny CPU run only checks that every part works."""
     assert precision in {"fp32", "bf16", "fp16"}, f"unknown precision {precision!r}, expected fp32, bf16 or fp16"
     if precision == "fp32":
         return contextlib.nullcontext()
