@@ -99,7 +99,7 @@ def test_every_network_command_takes_device_precision_and_threads(command):
     required = {"train-ae": ["--out", "o"], "encode": ["--ae", "a", "--out", "o"], "train-prior": ["--latents", "l", "--out", "o"],
                 "sample": ["--ae", "a", "--prior", "p", "--out", "o"], "eval": ["--out", "o"]}[command]
     args = build_parser().parse_args([command, *required])
-    assert (args.device, args.precision, args.threads) == ("auto", "auto", 1)
+    assert (args.device, args.precision, args.threads) == ("auto", "auto", 0)  # 0: PyTorch's default
     args = build_parser().parse_args([command, *required, "--precision", "fp32", "--threads", "2"])
     assert (args.precision, args.threads) == ("fp32", 2)
     with pytest.raises(SystemExit):

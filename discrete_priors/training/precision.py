@@ -76,11 +76,12 @@ def autocast_context(device: torch.device | str, precision: str):
 def set_threads(threads: int | None) -> int:
     """Set PyTorch's intra-op CPU threads (None: leave PyTorch's default); returns the count in use.
 
-    Recommended default: ``1``. Measured on this project's shared 2-core machine (Bernoulli prior
-    training step, cpu preset, batch 128, separate processes alternating 1 / 2 threads, medians):
-    2 threads were 4.1-5.8x slower than 1 (median 4.7x over 3 rounds), because the other engineers'
-    jobs keep both cores busy and intra-op threads then wait on each other. Use more threads only
-    on an unloaded machine, at most its number of physical cores."""
+    Measured on this project's 2-core machine (Bernoulli prior training step, cpu preset, batch
+    128, separate processes alternating 1 / 2 threads, medians): idle, 2 threads took 0.72x the
+    time of 1 (docs/results/speed/threads_idle.json), so the CLI default is PyTorch's own (one
+    thread per core); with other jobs keeping both cores busy, 2 threads were 4.1-5.8x *slower*
+    than 1 (median 4.7x over 3 rounds: intra-op threads wait on each other), so pass 1 on a
+    shared machine."""
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1 (or None for PyTorch's default), got {threads}")
