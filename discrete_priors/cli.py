@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole pipeline on digits", formatter_class=HELP_FORMATTER,
                        description="autoencoder → latent cache → Bernoulli diffusion prior → sample grid + metrics, "
-                                   "on the embedded digits data (under 10 minutes on 2 CPU cores).")
+                                   "on the embedded digits data (9-18 minutes on 2 CPU cores, depending on the CPU; --quick: about a minute).")
     p.add_argument("--out", default="runs/demo", help="run directory")
     p.add_argument("--quick", action="store_true", help="tiny models and few steps (a smoke test, about a minute)")
     p.add_argument("--seed", type=int, default=0, help="seed")
