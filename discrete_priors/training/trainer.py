@@ -61,7 +61,8 @@ class TrainConfig:
     (CUDA, and CPUs with native bf16), ``"fp16"`` (CUDA, with a GradScaler), or ``"auto"`` = bf16 on
     CUDA (fp16 where bf16 is unsupported), fp32 on CPU; ``"off"`` is the old spelling of fp32 (see
     training/precision.py). compile: ``torch.compile`` the network for training (the eager module
-    is what is saved and EMA'd); it pays only for long runs (see the report of issue 11).
+    is what is saved and EMA'd); off by default: on the 2-core AVX2 CPU it gave no per-step gain
+    (README, Speed and precision).
     checkpoint_every / log_every: in steps (0 = only at the end). keep_checkpoints: newest kept
     (0 = all). disc_lr: discriminator lr (None = lr), read by the autoencoder's adversarial hook.
     device: ``auto | cpu | cuda | cuda:N`` (see :func:`~discrete_priors.training.distributed.resolve_device`)."""
