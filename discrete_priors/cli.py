@@ -4,6 +4,7 @@
     encode       encode dataset splits once into a latent cache for the priors
     train-prior  train a prior (bernoulli, absorbing, autoregressive) on a latent cache
     sample       draw samples from a prior and decode them: PNG grid + safetensors
+    inpaint      fill a masked region of real images with a prior: original / masked / filled grid
     eval         one tidy result row of metrics for a prior (or a folder of samples)
     demo         the whole pipeline on the embedded digits data
 
@@ -58,14 +59,19 @@ LOSS_BALANCES = module_constant("discrete_priors.priors.bernoulli", "LOSS_BALANC
 LOSS_WEIGHTINGS = module_constant("discrete_priors.priors.absorbing", "LOSS_WEIGHTINGS")
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="digits", choices=DATASETS,
+def _add_data_args(p: argparse.ArgumentParser, *, recorded: bool = False) -> None:
+    """The dataset flags. ``recorded``: a command given --ae, whose unset flags come from the
+    autoencoder's data.json (pipeline.recorded_dataset)."""
+    note = " (default: the one recorded in the autoencoder's data.json)" if recorded else ""
+    p.add_argument("--dataset", default=None if recorded else "digits", choices=DATASETS,
                    help="digits: scikit-learn's embedded 8x8 digits; fashion-mnist: idx files from --data-dir, "
-                        "$DISCRETE_PRIORS_DATA or /usr/share/datasets/fashion-mnist; image-folder: images under --data-dir")
-    p.add_argument("--size", type=int, default=None, help="resize images to SIZE x SIZE (digits default 16, fashion-mnist 28)")
-    p.add_argument("--data-dir", default=None, help="where the dataset lives (fashion-mnist, image-folder)")
-    p.add_argument("--data-seed", type=int, default=0,
-                   help="seed of the deterministic train/test split; keep it fixed so test images stay unseen")
+                        "$DISCRETE_PRIORS_DATA or /usr/share/datasets/fashion-mnist; image-folder: images under "
+                        "--data-dir" + note)
+    p.add_argument("--size", type=positive_int, default=None,
+                   help="resize images to SIZE x SIZE (digits default 16, fashion-mnist 28)" + note)
+    p.add_argument("--data-dir", default=None, help="where the dataset lives (fashion-mnist, image-folder)" + note)
+    p.add_argument("--data-seed", type=int, default=None if recorded else 0,
+                   help="seed of the deterministic train/test split; keep it fixed so test images stay unseen" + note)
 
 
 def _add_train_args(p: argparse.ArgumentParser, *, steps: int, batch_size: int, lr: float, ema_decay: float) -> None:
@@ -170,6 +176,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     _add_runtime_args(p)
     p.add_argument("--out", required=True, help="directory for grid.png and samples.safetensors")
+
+    p = sub.add_parser("inpaint", help="fill a region of real images with a prior", formatter_class=HELP_FORMATTER,
+                       description="Encode real images with the autoencoder, keep the codes outside a mask, let the "
+                                   "prior fill the rest, decode. Latent position (i, j) of an autoencoder with "
+                                   "downsampling k owns the pixel cell [i*k, (i+1)*k) x [j*k, (j+1)*k); it is "
+                                   "regenerated when ANY pixel of its cell is masked, else it keeps the encoder's code "
+                                   "exactly (an autoregressive prior regenerates everything from the first masked "
+                                   "cell on, in raster order). Writes inpainting.png (one row per input: original, "
+                                   "reconstruction, masked, then --samples fills), inpainted.safetensors and "
+                                   "inpainting.json.")
+    p.add_argument("--ae", required=True, help="autoencoder run directory")
+    p.add_argument("--prior", required=True, help="prior run directory (any prior)")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="use an autoencoder other than the one the prior was trained on (refused otherwise)")
+    p.add_argument("--input", default=None, help="an image file, or a folder whose images (recursive) are all inpainted; "
+                                                 "resized and center-cropped to the autoencoder's size")
+    p.add_argument("--indices", default=None, help="instead of --input: comma-separated test-split indices (e.g. 0,5,7) "
+                                                   "of the dataset below")
+    p.add_argument("--box", default=None, help="the region to fill: y0,x0,y1,x1 in pixels of the autoencoder's "
+                                               "image size (y1, x1 excluded)")
+    p.add_argument("--mask", default=None, help="instead of --box: a mask image, white (>= 128) where the prior fills, "
+                                                "resized and center-cropped like the inputs")
+    p.add_argument("--samples", type=positive_int, default=4, help="fills drawn per input")
+    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (prior default if unset)")
+    p.add_argument("--temperature", type=float, default=1.0, help="temperature τ on the network's logits")
+    p.add_argument("--labels", default=None, help="class-conditional: comma-separated labels, cycled over the inputs "
+                                                  "(default with --indices: the test images' own labels)")
+    p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="samples per batch")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    _add_data_args(p, recorded=True)
+    _add_runtime_args(p)
+    p.add_argument("--out", required=True, help="directory for inpainting.png, inpainted.safetensors, inpainting.json")
 
     p = sub.add_parser("eval", help="metrics for a prior or a folder of samples", formatter_class=HELP_FORMATTER,
                        description="Write one result row with every metric: Fréchet distance, precision/recall/density/"

@@ -139,3 +139,73 @@ def eval(args) -> dict:  # noqa: A001 - the CLI command is called eval
               "num_samples": num_samples, **row}
     append_text(out / "results.jsonl", json.dumps(record) + "\n")  # a crash leaves the previous file whole
     return record
+
+
+def parse_indices(text: str) -> list[int]:
+    """``--indices 0,5,7`` -> [0, 5, 7] (each >= 0; the upper bound is checked against the split)."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--indices: expected comma-separated test-split indices like 0,5,7, got {text!r}") from None
+    if not values or min(values) < 0:
+        raise ValueError(f"--indices: expected indices >= 0 into the test split, got {text!r}")
+    return values
+
+
+def inpaint_inputs(args, ae, indices: list[int] | None) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+    """The images to inpaint at the autoencoder's size, their labels (test-split inputs only) and
+    names: an image file, every image under a folder, or test-split indices."""
+    from discrete_priors.data import list_image_files, load_image_files
+
+    if indices is None:
+        path = Path(args.input)
+        if not path.exists():
+            raise FileNotFoundError(f"--input {path}: no such image file or folder")
+        files = list_image_files(path)[0] if path.is_dir() else [path]
+        images = load_image_files(files, size=ae.image_size, channels=ae.image_channels)  # all decoded first
+        return images, None, [str(f) for f in files]
+    data = pipeline.recorded_dataset(args.ae, dataset=args.dataset, size=args.size, data_dir=args.data_dir,
+                                     data_seed=args.data_seed)
+    test = load_dataset(**data, split="test")
+    pipeline.check_data_record(args.ae, {"dataset": data["name"], "size": test.images.shape[-1], "data_seed": data["seed"]})
+    if max(indices) >= len(test.images):
+        raise ValueError(f"--indices: the test split of {data['name']} has {len(test.images)} images "
+                         f"(indices 0..{len(test.images) - 1}), got {max(indices)}")
+    labels = None if test.labels is None else test.labels[indices]
+    return test.images[indices], labels, [f"{data['name']}/test/{i}" for i in indices]
+
+
+def inpaint(args) -> dict:
+    """Fill a region of real images with a prior: every argument is checked (and the pair's
+    fingerprints compared) before any image is loaded or any file written."""
+    from discrete_priors import inpainting
+
+    if (args.input is None) == (args.indices is None):
+        raise SystemExit("inpaint: give exactly one of --input (an image file or folder) or --indices (test split)")
+    if (args.box is None) == (args.mask is None):
+        raise SystemExit("inpaint: give exactly one of --box y0,x0,y1,x1 or --mask PNG (white = fill)")
+    config = pipeline.autoencoder_config(args.ae)
+    size, downsample = config["image_size"], config["downsample"]
+    grid = (size // downsample, size // downsample)
+    pixel_mask = (inpainting.box_mask(inpainting.parse_box(args.box, size), size) if args.box is not None
+                  else inpainting.png_mask(args.mask, size))
+    inpainting.check_coverage(inpainting.unknown_positions(pixel_mask, grid), grid)
+    indices = None if args.indices is None else parse_indices(args.indices)
+    device = pipeline.resolve_device(args.device)
+    prior, ae = pipeline.load_prior_and_autoencoder(args.prior, args.ae, allow_mismatch=args.allow_mismatch, device=device)
+    images, labels, names = inpaint_inputs(args, ae, indices)
+    if args.labels is not None:
+        labels = parse_labels(args.labels, len(images))
+    if not prior.num_classes:
+        labels = None  # the dataset's labels only reach a class-conditional prior
+    if prior.inpaints_prefix_only:
+        print(f"inpaint: the {prior.name} prior conditions on a raster-order prefix only: every latent position "
+              "from the first masked cell on is regenerated")
+    start = time.perf_counter()
+    with autocast_context(device, args.precision):
+        result = inpainting.inpaint_images(ae, prior, images, pixel_mask, samples_per_input=args.samples, labels=labels,
+                                           seed=args.seed, batch_size=args.batch_size, steps=args.steps,
+                                           temperature=args.temperature, guidance=args.guidance)
+    meta = {"inputs_from": names, "box": args.box, "mask": args.mask, "seed": args.seed, "steps": args.steps,
+            "temperature": args.temperature, "guidance": args.guidance, "seconds": time.perf_counter() - start}
+    return inpainting.save_inpainting(result, args.out, downsample=downsample, meta=meta)

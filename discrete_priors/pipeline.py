@@ -280,6 +280,29 @@ def train_prior(*, out: str | Path, latents_dir: str | Path, prior: str = "berno
     return trainer.fit()
 
 
+def autoencoder_config(run_dir: str | Path) -> dict:
+    """The autoencoder's constructor config (image_size, image_channels, downsample, latent, ...),
+    read from its latest checkpoint's JSON without loading any weights: enough to validate
+    image-level arguments before anything heavy is loaded."""
+    return read_json(latest_checkpoint(run_dir) / "model_config.json")
+
+
+def recorded_dataset(ae_dir: str | Path, *, dataset: str | None = None, size: int | None = None,
+                     data_dir: str | None = None, data_seed: int | None = None) -> dict:
+    """``load_dataset`` keywords (name, size, data_dir, seed) for data used with the autoencoder in
+    ``ae_dir``: each one given here wins, the others come from the autoencoder's ``data.json``
+    (digits at its default size and data seed 0 when there is none). Callers check the loaded
+    data against that record (:func:`check_data_record`), so another split is refused."""
+    path = Path(ae_dir) / "data.json"
+    stored = read_json(path) if path.exists() else {}
+    name = dataset or stored.get("dataset", "digits")
+    same = name == stored.get("dataset")  # size and folder of another dataset mean nothing here
+    return {"name": name,
+            "size": size if size is not None else (stored.get("size") if same else None),
+            "data_dir": data_dir if data_dir is not None else (stored.get("data_dir") if same else None),
+            "seed": data_seed if data_seed is not None else stored.get("data_seed", 0)}
+
+
 def check_data_record(run_dir: str | Path, record: dict, *, create: bool = False) -> None:
     """The autoencoder run remembers which data (and train/test split) it was trained on, so that
     encoding or evaluating with another split — which would put training images into "test" —

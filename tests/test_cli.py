@@ -11,7 +11,7 @@ import torch
 from discrete_priors.cli import build_parser
 from discrete_priors.commands import parse_labels
 
-COMMANDS = ["train-ae", "encode", "train-prior", "sample", "eval", "demo"]
+COMMANDS = ["train-ae", "encode", "train-prior", "sample", "inpaint", "eval", "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -94,10 +94,11 @@ def test_train_config_of_the_flags_is_a_trainer_config():
     assert (config.amp, config.compile, config.device) == ("bf16", True, "cuda:1")
 
 
-@pytest.mark.parametrize("command", ["train-ae", "encode", "train-prior", "sample", "eval"])
+@pytest.mark.parametrize("command", ["train-ae", "encode", "train-prior", "sample", "inpaint", "eval"])
 def test_every_network_command_takes_device_precision_and_threads(command):
     required = {"train-ae": ["--out", "o"], "encode": ["--ae", "a", "--out", "o"], "train-prior": ["--latents", "l", "--out", "o"],
-                "sample": ["--ae", "a", "--prior", "p", "--out", "o"], "eval": ["--out", "o"]}[command]
+                "sample": ["--ae", "a", "--prior", "p", "--out", "o"], "inpaint": ["--ae", "a", "--prior", "p", "--out", "o"],
+                "eval": ["--out", "o"]}[command]
     args = build_parser().parse_args([command, *required])
     assert (args.device, args.precision, args.threads) == ("auto", "auto", 0)  # 0: PyTorch's default
     args = build_parser().parse_args([command, *required, "--precision", "fp32", "--threads", "2"])

@@ -250,6 +250,19 @@ def _load_image(path: Path, *, size: int, mode: str) -> np.ndarray:
     return np.asarray(img.crop((left, top, left + size, top + size)))
 
 
+def load_image_files(paths: list[Path], *, size: int, channels: int = 3) -> torch.Tensor:
+    """Decode every file of ``paths`` (resized on the shorter side to ``size``, center-cropped)
+    -> (N, channels, size, size) float32 in [0, 1]. All files are decoded before anything is
+    returned, so a corrupt one among good ones fails the call (naming the file) before a caller
+    writes anything from it."""
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    mode = "L" if channels == 1 else "RGB"
+    arrays = [_load_image(Path(p), size=size, mode=mode) for p in paths]
+    images = torch.from_numpy(np.stack(arrays)).float().div_(255.0)
+    return rearrange(images, "n h w -> n 1 h w") if channels == 1 else rearrange(images, "n h w c -> n c h w")
+
+
 def _load_image_folder(root: Path, *, split: str, size: int, seed: int, channels: int) -> ImageData:
     """All selected images are decoded into one float32 tensor: N * C * size^2 * 4 bytes
     (e.g. 10k RGB images at 64x64 take 0.5 GB) — meant for small and medium folders."""
@@ -261,10 +274,7 @@ def _load_image_folder(root: Path, *, split: str, size: int, seed: int, channels
     idx = split_indices(len(files), split=split, seed=seed, labels=labels)
     if len(idx) == 0:
         raise ValueError(f"image folder {root} has only {len(files)} images: its {split!r} split is empty")
-    mode = "L" if channels == 1 else "RGB"
-    arrays = [_load_image(files[i], size=size, mode=mode) for i in idx.tolist()]
-    images = torch.from_numpy(np.stack(arrays)).float().div_(255.0)
-    images = rearrange(images, "n h w -> n 1 h w") if channels == 1 else rearrange(images, "n h w c -> n c h w")
+    images = load_image_files([files[i] for i in idx.tolist()], size=size, channels=channels)
     return ImageData(
         images.contiguous(),
         None if labels is None else labels[idx],

@@ -42,6 +42,7 @@ class AutoregressivePrior(Prior):
 
     accepts = frozenset({"binary", "categorical"})
     name = "autoregressive"
+    inpaints_prefix_only = True  # see _prefix_positions
 
     def __init__(
         self,

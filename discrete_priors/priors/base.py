@@ -48,6 +48,9 @@ class Prior(nn.Module):
 
     accepts: frozenset = frozenset()
     accepts_log_terms = True  # the trainer passes log_terms= to forward (training/trainer.py)
+    # True for a prior that can only inpaint given a known prefix of positions in raster order
+    # (autoregressive); the inpaint command then regenerates everything from the first unknown on
+    inpaints_prefix_only = False
     name: str = ""
 
     def __init__(self, spec: CodeSpec | dict, *, num_classes: int | None = None, cond_drop_prob: float = 0.0):
