@@ -229,10 +229,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (prior default if unset)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     p.add_argument("--labels", default=None, help="class-conditional: comma-separated labels, cycled over the samples "
-                                                  "(with --guidance and no labels: all classes in turn)")
+                                                  "(default for a conditional prior: all classes in turn; its rows then "
+                                                  "include class_accuracy, the feature classifier's agreement)")
     p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w")
     p.add_argument("--batch-size", type=positive_int, default=256, help="samples per batch")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    g = p.add_argument_group("parts (each logs a start line and its time on stderr)")
+    g.add_argument("--no-nll", action="store_true", help="skip the held-out NLL (even with --latents)")
+    g.add_argument("--nll-codes", type=positive_int, default=None,
+                   help="score the NLL on the first N held-out codes only (default: the whole test split)")
+    g.add_argument("--nll-timesteps", type=positive_int, default=None,
+                   help="Bernoulli prior: estimate its VLB from M random timesteps per code instead of all T "
+                        "(unbiased, noisier; priors without such an estimate refuse it)")
+    g.add_argument("--no-memorisation", action="store_true",
+                   help="skip the nearest-training-image distances (and the training split's features)")
+    g.add_argument("--no-speed", action="store_true", help="skip the samples-per-second timing (4 extra batches)")
     _add_runtime_args(p)
     p.add_argument("--experiment", default="eval", help="experiment name written in the rows")
     p.add_argument("--variant", default=None, help="variant name written in the rows (default: prior name and steps)")

@@ -5,6 +5,7 @@ imports it."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -96,48 +97,94 @@ def demo(args) -> dict:
     return run_demo(out=Path(args.out), quick=args.quick, seed=args.seed)
 
 
-def eval(args) -> dict:  # noqa: A001 - the CLI command is called eval
-    """One result row for a prior (sampled here) or for a folder of saved samples."""
+def log_line(text: str) -> None:
+    """A progress line on stderr (stdout carries the command's JSON result), flushed at once so a
+    redirected log shows it while the command runs."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def check_eval_args(args) -> None:
+    """eval's argument combinations, refused before anything is loaded or written."""
     if (args.prior is None) == (args.samples is None):
         raise SystemExit("eval: give exactly one of --prior (with --ae) or --samples")
     if args.prior is not None and args.ae is None:
         raise SystemExit("eval: --prior needs --ae to decode the sampled codes")
+    nll_limits = [flag for flag, value in (("--nll-codes", args.nll_codes), ("--nll-timesteps", args.nll_timesteps))
+                  if value is not None]
+    if nll_limits and args.no_nll:
+        raise SystemExit(f"eval: {' and '.join(nll_limits)} limit the NLL, which --no-nll skips: drop one of them")
+    if nll_limits and (args.latents is None or args.prior is None):
+        raise SystemExit(f"eval: {' and '.join(nll_limits)} limit the held-out NLL of a --prior, which needs --latents "
+                         "(the latent cache whose test split is scored)")
+
+
+def eval(args) -> dict:  # noqa: A001 - the CLI command is called eval
+    """One result row for a prior (sampled here) or for a folder of saved samples. Each part
+    (features, sampling, quality, memorisation, speed, NLL) logs a start line and its time."""
+    check_eval_args(args)
     device = pipeline.resolve_device(args.device)
+    times = evaluate.PartTimes(log=log_line)
     if args.prior is not None:  # a mismatched pair is refused before any data is loaded
         prior, ae = pipeline.load_prior_and_autoencoder(args.prior, args.ae, allow_mismatch=args.allow_mismatch,
                                                         device=device)
-    train = load_dataset(args.dataset, split="train", size=args.size, data_dir=args.data_dir, seed=args.data_seed).images
-    test = load_dataset(args.dataset, split="test", size=args.size, data_dir=args.data_dir, seed=args.data_seed).images
-    extractor_name = args.extractor or f"classifier:{args.dataset}"
-    extractor = metrics.get_extractor(extractor_name, size=args.size, data_seed=args.data_seed, cache_dir=args.cache_dir,
-                                      data_dir=args.data_dir, weights=args.inception_weights, device=device)
-    scorer = evaluate.SampleScorer(extractor, reference=test, train=train)
+        if args.nll_timesteps is not None and not evaluate.nll_takes_timesteps(prior):
+            raise SystemExit(f"eval: the {prior.name} prior's NLL has no timestep estimate (--nll-timesteps); limit "
+                             "the held-out codes with --nll-codes instead")
+    memorisation = not args.no_memorisation
+    with times("features", "real images, feature extractor, features of the test" + " and train" * memorisation + " split"):
+        train = load_dataset(args.dataset, split="train", size=args.size, data_dir=args.data_dir, seed=args.data_seed).images
+        test = load_dataset(args.dataset, split="test", size=args.size, data_dir=args.data_dir, seed=args.data_seed).images
+        extractor_name = args.extractor or f"classifier:{args.dataset}"
+        extractor = metrics.get_extractor(extractor_name, size=args.size, data_seed=args.data_seed,
+                                          cache_dir=args.cache_dir, data_dir=args.data_dir,
+                                          weights=args.inception_weights, device=device)
+        if getattr(extractor, "cache_entry", None) is not None:
+            state = "reused from" if extractor.from_cache else f"trained ({extractor.info['train_seconds']:.1f} s) into"
+            log_line(f"eval: feature classifier {state} {extractor.cache_entry} "
+                     f"(test accuracy {extractor.test_accuracy:.3f})")
+        scorer = evaluate.SampleScorer(extractor, reference=test, train=train)
+        reference_features = scorer.reference_features  # computed here (cached), so this part's time holds them
+        train_features = scorer.train_features if memorisation else None
+    del reference_features, train_features
+    extra = {}
     if args.samples is not None:
         images = load_tensors(Path(args.samples) / "samples.safetensors")["images"]
-        row, num_samples = scorer(images), len(images)
+        with times("quality" + " and memorisation" * memorisation):
+            row = scorer(images, memorisation=memorisation)
+        num_samples = len(images)
         variant = args.variant or Path(args.samples).name
     else:
         labels = parse_labels(args.labels, args.num_samples)
-        if args.guidance != 0.0 and labels is None:
-            labels = torch.arange(args.num_samples) % prior.num_classes if prior.num_classes else None
+        if labels is None and prior.num_classes:  # conditional samples: every class in turn
+            labels = torch.arange(args.num_samples) % prior.num_classes
         test_cache = None
-        if args.latents is not None:  # held-out codes of another autoencoder would score a meaningless NLL
+        if args.latents is not None and not args.no_nll:  # held-out codes of another autoencoder: a meaningless NLL
             fingerprint = None if args.allow_mismatch else pipeline.autoencoder_fingerprint(args.ae)
             test_cache = load_latent_cache(Path(args.latents) / "test.safetensors", expect_autoencoder_hash=fingerprint)
+        nll_codes = None if test_cache is None else test_cache.codes[:args.nll_codes]
+        nll_labels = None if test_cache is None or test_cache.labels is None else test_cache.labels[:args.nll_codes]
         with autocast_context(device, args.precision):
-            row = evaluate.score_prior(prior, ae, scorer, num_samples=args.num_samples, seed=args.seed,
-                                       batch_size=args.batch_size, steps=args.steps, temperature=args.temperature,
-                                       guidance=args.guidance, labels=labels, speed_batch_size=args.batch_size,
-                                       test_codes=None if test_cache is None else test_cache.codes,
-                                       test_labels=None if test_cache is None else test_cache.labels).row
+            scored = evaluate.score_prior(prior, ae, scorer, num_samples=args.num_samples, seed=args.seed,
+                                          batch_size=args.batch_size, steps=args.steps, temperature=args.temperature,
+                                          guidance=args.guidance, labels=labels, speed_batch_size=args.batch_size,
+                                          test_codes=nll_codes, test_labels=nll_labels, memorisation=memorisation,
+                                          speed=not args.no_speed, nll_timesteps=args.nll_timesteps, times=times)
+        row = scored.row
+        if labels is not None and hasattr(extractor, "predict") and extractor.num_classes == prior.num_classes:
+            row["class_accuracy"] = metrics.class_agreement(extractor, scored.samples.images, labels).accuracy
+            log_line(f"eval: class accuracy of the conditional samples {row['class_accuracy']:.3f} "
+                     f"(the classifier's on real test images: {extractor.test_accuracy:.3f})")
+        if nll_codes is not None:
+            extra = {"nll_codes": len(nll_codes), "nll_timesteps": args.nll_timesteps}
         num_samples = args.num_samples
         variant = args.variant or f"{pipeline.read_json(Path(args.prior) / 'prior.json')['name']}/S={args.steps or 'default'}"
     out = Path(args.out)
     append_rows(out / "results.csv", make_rows(experiment=args.experiment, variant=variant, seed=args.seed, metrics=row,
                                                extractor=extractor.name, num_samples=num_samples))
     record = {"experiment": args.experiment, "variant": variant, "seed": args.seed, "extractor": extractor.name,
-              "num_samples": num_samples, **row}
+              "num_samples": num_samples, **row, **extra, "seconds": {k: round(v, 2) for k, v in times.seconds.items()}}
     append_text(out / "results.jsonl", json.dumps(record) + "\n")  # a crash leaves the previous file whole
+    log_line("eval: " + ", ".join(f"{part} {seconds:.1f} s" for part, seconds in times.seconds.items()))
     return record
 
 

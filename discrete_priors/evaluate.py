@@ -7,6 +7,9 @@ prior, :class:`SampleScorer` the quality columns of any set of images.
 
 from __future__ import annotations
 
+import inspect
+import time
+from contextlib import contextmanager
 from functools import cached_property
 from typing import NamedTuple
 
@@ -15,33 +18,46 @@ import torch
 from discrete_priors import metrics, pipeline
 
 
-def sample_quality(images: torch.Tensor, *, reference: torch.Tensor, train: torch.Tensor, extractor,
-                   reference_features: torch.Tensor | None = None, train_features: torch.Tensor | None = None) -> dict:
-    """Distribution and memorisation metrics of ``images`` (M, C, H, W) in [0, 1].
+def distribution_row(features: torch.Tensor, reference_features: torch.Tensor) -> dict:
+    """Fréchet distance and precision/recall/density/coverage of sample ``features`` (M, D)
+    against the real ``reference_features`` (held-out test images)."""
+    prdc = metrics.precision_recall(reference_features, features)
+    return {"fd": metrics.frechet_distance(reference_features, features), "precision": prdc.precision,
+            "recall": prdc.recall, "density": prdc.density, "coverage": prdc.coverage}
 
-    reference: held-out real images the distribution is compared with (the test split);
-    train: the training images, for nearest-neighbour memorisation distances.
-    """
-    feats = extractor.features(images)
-    ref_feats = extractor.features(reference) if reference_features is None else reference_features
-    train_feats = extractor.features(train) if train_features is None else train_features
-    prdc = metrics.precision_recall(ref_feats, feats)
-    mem = metrics.memorisation(images, train, test=reference, sample_features=feats, train_features=train_feats,
-                               test_features=ref_feats)
-    return {
-        "fd": metrics.frechet_distance(ref_feats, feats),
-        "precision": prdc.precision,
-        "recall": prdc.recall,
-        "density": prdc.density,
-        "coverage": prdc.coverage,
-        "nn_pixel_distance": mem.pixels.distance.mean().item(),
-        "nn_feature_distance": mem.features.distance.mean().item(),
-        "frac_closer_than_test": mem.features.fraction_closer,
-    }
+
+def memorisation_row(images: torch.Tensor, features: torch.Tensor, *, reference: torch.Tensor, train: torch.Tensor,
+                     reference_features: torch.Tensor, train_features: torch.Tensor) -> dict:
+    """Nearest-training-image distances of ``images`` (M, C, H, W) in pixels and features, and
+    the fraction of samples closer to the training set than the test images are."""
+    mem = metrics.memorisation(images, train, test=reference, sample_features=features, train_features=train_features,
+                               test_features=reference_features)
+    return {"nn_pixel_distance": mem.pixels.distance.mean().item(),
+            "nn_feature_distance": mem.features.distance.mean().item(),
+            "frac_closer_than_test": mem.features.fraction_closer}
+
+
+class PartTimes:
+    """Wall-clock seconds of each part of an evaluation (``seconds``: part -> s). With ``log``
+    (e.g. ``print``) a line is written when a part starts and one with its time when it ends, so
+    a user sees where an evaluation spends its time, also when output goes to a file."""
+
+    def __init__(self, log=None):
+        self.log, self.seconds = log, {}
+
+    @contextmanager
+    def __call__(self, part: str, detail: str = ""):
+        if self.log:
+            self.log(f"eval: {part}{f' ({detail})' if detail else ''} ...")
+        start = time.perf_counter()
+        yield
+        self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - start
+        if self.log:
+            self.log(f"eval: {part} took {self.seconds[part]:.1f} s")
 
 
 class SampleScorer:
-    """``sample_quality`` against fixed real data: the features of the test split (the reference)
+    """Sample metrics against fixed real data: the features of the test split (the reference)
     and of the training split (for memorisation) are computed once, on first use (a rerun whose
     cells are all recorded computes none), and reused for every sample set."""
 
@@ -56,9 +72,23 @@ class SampleScorer:
     def train_features(self) -> torch.Tensor:
         return self.extractor.features(self.train)
 
-    def __call__(self, images: torch.Tensor) -> dict:
-        return sample_quality(images, reference=self.reference, train=self.train, extractor=self.extractor,
-                              reference_features=self.reference_features, train_features=self.train_features)
+    def quality(self, images: torch.Tensor, features: torch.Tensor | None = None) -> dict:
+        """The distribution columns of ``images`` (their ``features`` when already computed)."""
+        return distribution_row(self.extractor.features(images) if features is None else features,
+                                self.reference_features)
+
+    def memorisation(self, images: torch.Tensor, features: torch.Tensor | None = None) -> dict:
+        """The memorisation columns of ``images`` (computes the training split's features once)."""
+        features = self.extractor.features(images) if features is None else features
+        return memorisation_row(images, features, reference=self.reference, train=self.train,
+                                reference_features=self.reference_features, train_features=self.train_features)
+
+    def __call__(self, images: torch.Tensor, *, memorisation: bool = True) -> dict:
+        """Distribution and (unless ``memorisation=False``) memorisation metrics of ``images``
+        (M, C, H, W) in [0, 1]."""
+        features = self.extractor.features(images)
+        row = self.quality(images, features)
+        return (row | self.memorisation(images, features)) if memorisation else row
 
     def real_row(self, n: int) -> dict:
         """Where "good" lies: the first n training images scored like samples, except that the
@@ -68,16 +98,27 @@ class SampleScorer:
         return row | {k: held_out[k] for k in ("nn_pixel_distance", "nn_feature_distance", "frac_closer_than_test")}
 
 
+def nll_takes_timesteps(prior) -> bool:
+    """Whether ``prior.nll`` can estimate its bound from a subset of timesteps (``num_timesteps``)."""
+    return "num_timesteps" in inspect.signature(prior.nll).parameters
+
+
 @torch.no_grad()
 def prior_nll(prior, codes: torch.Tensor, labels: torch.Tensor | None = None, *, batch_size: int = 256,
-              seed: int = 0) -> tuple[float, bool]:
-    """Mean NLL in bits per latent bit over held-out ``codes``, and whether it is exact."""
+              seed: int = 0, num_timesteps: int | None = None) -> tuple[float, bool]:
+    """Mean NLL in bits per latent bit over held-out ``codes``, and whether it is exact.
+    ``num_timesteps``: a prior whose bound is a sum over timesteps (:func:`nll_takes_timesteps`)
+    estimates it from that many random steps (unbiased, noisier); None: every step."""
+    if num_timesteps is not None and not nll_takes_timesteps(prior):
+        raise ValueError(f"the {prior.name} prior's NLL has no timestep estimate: leave num_timesteps None "
+                         "(--nll-timesteps) or limit the held-out codes instead (--nll-codes)")
+    extra = {} if num_timesteps is None else {"num_timesteps": num_timesteps}
     device = next(prior.parameters()).device
     generator = torch.Generator(device).manual_seed(seed)
     total, exact = 0.0, True
     for start in range(0, len(codes), batch_size):
         batch_labels = None if labels is None else labels[start:start + batch_size].to(device)
-        out = prior.nll(codes[start:start + batch_size].to(device), batch_labels, generator=generator)
+        out = prior.nll(codes[start:start + batch_size].to(device), batch_labels, generator=generator, **extra)
         total += out.bits_per_bit.double().sum().item()
         exact = exact and out.exact
     return total / len(codes), exact
@@ -116,26 +157,42 @@ def score_prior(prior, ae, scorer: SampleScorer, *, num_samples: int, seed: int 
                 steps: int | None = None, temperature: float | None = None, guidance: float = 0.0,
                 labels: torch.Tensor | None = None, test_codes: torch.Tensor | None = None,
                 test_labels: torch.Tensor | None = None, speed_batch_size: int = 64, speed_repeats: int = 3,
-                progress: bool | None = None) -> ScoredPrior:
+                progress: bool | None = None, memorisation: bool = True, speed: bool = True,
+                nll_timesteps: int | None = None, times: PartTimes | None = None) -> ScoredPrior:
     """Every metric of one trained prior: ``num_samples`` samples decoded by ``ae`` and scored by
     ``scorer``; samples per second at ``min(speed_batch_size, num_samples)``; the NLL of held-out
     ``test_codes`` (B, N, c) in bits per latent bit when given (labels only reach a
-    class-conditional prior); the parameter count. All draws are functions of ``seed``.
-    ``temperature=None``: the prior's own default (timed at τ = 1)."""
+    class-conditional prior; ``nll_timesteps`` as in :func:`prior_nll`); the parameter count.
+    All draws are functions of ``seed``. ``temperature=None``: the prior's own default (timed at
+    τ = 1). ``memorisation=False`` / ``speed=False`` leave those columns out. ``times`` records
+    (and logs) the seconds of each part: sampling, quality, memorisation, speed, nll."""
+    times = times or PartTimes()
     options = {"steps": steps, "guidance": guidance} | ({} if temperature is None else {"temperature": temperature})
-    samples = pipeline.sample_images(ae, prior, num_samples, batch_size=batch_size, seed=seed, labels=labels,
-                                     progress=progress, **options)
-    row = scorer(samples.images)
-    row |= sampling_speed(prior, batch_size=min(speed_batch_size, num_samples), seed=seed, repeats=speed_repeats,
-                          **options)
+    batches = -(-num_samples // batch_size)
+    with times("sampling", f"{num_samples} samples in {batches} batch{'es' * (batches > 1)}, steps {steps or 'default'}"):
+        samples = pipeline.sample_images(ae, prior, num_samples, batch_size=batch_size, seed=seed, labels=labels,
+                                         progress=progress, **options)
+    with times("quality", "sample features, Fréchet distance, precision/recall"):
+        features = scorer.extractor.features(samples.images)
+        row = scorer.quality(samples.images, features)
+    if memorisation:
+        with times("memorisation", "nearest training images in pixels and features"):
+            row |= scorer.memorisation(samples.images, features)
+    if speed:
+        speed_batch = min(speed_batch_size, num_samples)
+        with times("speed", f"{speed_repeats} timed batches of {speed_batch} after a warm-up"):
+            row |= sampling_speed(prior, batch_size=speed_batch, seed=seed, repeats=speed_repeats, **options)
     if test_codes is not None:
-        row |= nll_row(prior, test_codes, test_labels, seed=seed)
+        detail = f"{len(test_codes)} held-out codes" + (f", {nll_timesteps} timesteps each" if nll_timesteps else "")
+        with times("nll", detail):
+            row |= nll_row(prior, test_codes, test_labels, seed=seed, num_timesteps=nll_timesteps)
     row["params"] = count_parameters(prior)
     return ScoredPrior(row, samples)
 
 
-def nll_row(prior, codes: torch.Tensor, labels: torch.Tensor | None = None, *, seed: int = 0) -> dict:
+def nll_row(prior, codes: torch.Tensor, labels: torch.Tensor | None = None, *, seed: int = 0,
+            num_timesteps: int | None = None) -> dict:
     """The NLL columns of held-out ``codes``: bits per latent bit and whether that is exact (AR)
     or the VLB bound (diffusions). ``labels`` only reach a class-conditional prior."""
-    nll, exact = prior_nll(prior, codes, labels if prior.num_classes else None, seed=seed)
+    nll, exact = prior_nll(prior, codes, labels if prior.num_classes else None, seed=seed, num_timesteps=num_timesteps)
     return {"nll_bits_per_bit": nll, "nll_is_exact": float(exact)}

@@ -233,6 +233,20 @@ def list_image_files(data_dir: str | os.PathLike) -> tuple[list[Path], list[str]
     return files, sorted({parts[0] for parts in top})
 
 
+def image_folder_fingerprint(data_dir: str | os.PathLike) -> str:
+    """Short hash of an image folder's resolved path and of every image's relative name and byte
+    size: what caches derived from the folder (a trained feature classifier) are keyed by, so
+    two folders, or a folder whose images changed, never share an entry."""
+    import hashlib
+
+    root = Path(data_dir).resolve()
+    files, _ = list_image_files(root)
+    digest = hashlib.sha256(str(root).encode())
+    for path in files:
+        digest.update(f"\n{path.relative_to(root).as_posix()}\t{path.stat().st_size}".encode())
+    return digest.hexdigest()[:12]
+
+
 def _load_image(path: Path, *, size: int, mode: str) -> np.ndarray:
     """Decode, resize the shorter side to ``size`` and center-crop: -> (size, size[, 3]) uint8."""
     from PIL import Image, ImageOps

@@ -3,7 +3,8 @@ FID-style distances and precision/recall on CPU-scale data, and the judge of cla
 samples (``predict``).
 
 Trained once per (dataset, size, seed) and cached on disk as safetensors weights + JSON config:
-    <cache_dir>/<dataset>-<size>-seed<seed>[-data<data_seed>]/{model.safetensors, config.json}
+    <cache_dir>/<dataset>-<size>-seed<seed>[-data<data_seed>][-<folder hash>]/{model.safetensors, config.json}
+(image-folder entries carry the hash of the folder's path and files, datasets.image_folder_fingerprint).
 config.json is written last, so its presence marks a complete cache entry.
 """
 
@@ -142,9 +143,13 @@ def _full_model_config(overrides: dict) -> dict:
 class ClassifierExtractor:
     """Feature extractor ``classifier:<dataset>``: penultimate features of a :class:`SmallCNN`.
 
-    ``info`` records dataset, size, seed, test accuracy and training time for result rows."""
+    ``info`` records dataset, size, seed, test accuracy and training time for result rows;
+    ``cache_entry`` is its folder in the cache, ``from_cache`` whether it was read from there
+    (False: trained by this call)."""
 
-    def __init__(self, net: SmallCNN, *, dataset: str, image_shape: tuple[int, int, int], info: dict, device: str | torch.device = "cpu"):
+    def __init__(self, net: SmallCNN, *, dataset: str, image_shape: tuple[int, int, int], info: dict, device: str | torch.device = "cpu",
+                 cache_entry: Path | None = None, from_cache: bool = False):
+        self.cache_entry, self.from_cache = cache_entry, from_cache
         self.net = net.to(device=device, memory_format=torch.channels_last).eval()
         self.device = torch.device(device)
         self.dataset = dataset
@@ -230,11 +235,16 @@ def load_or_train_classifier(
     model_config = dict(in_channels=image_shape[0], num_classes=train.num_classes, **(model_config or {}))
     train_config = dict(default_train_config(len(train.images)), **(train_config or {}))
     suffix = f"-data{data_seed}" if data_seed else ""
-    entry = Path(cache_dir or default_cache_dir()) / f"{dataset}-{image_shape[-1]}-seed{seed}{suffix}"
-    config_path, weights_path = entry / "config.json", entry / "model.safetensors"
     wanted = dict(
         format=CACHE_FORMAT, dataset=dataset, size=image_shape[-1], seed=seed, data_seed=data_seed, image_shape=list(image_shape), train=train_config
     )
+    if dataset == "image-folder":  # one name for every folder: the entry is keyed by the folder's content
+        from discrete_priors.data.datasets import image_folder_fingerprint
+
+        wanted["folder"] = image_folder_fingerprint(data_dir)
+        suffix += f"-{wanted['folder']}"
+    entry = Path(cache_dir or default_cache_dir()) / f"{dataset}-{image_shape[-1]}-seed{seed}{suffix}"
+    config_path, weights_path = entry / "config.json", entry / "model.safetensors"
 
     if config_path.is_file() and weights_path.is_file():
         stored = read_json(config_path)
@@ -242,7 +252,8 @@ def load_or_train_classifier(
             with torch.device("meta"):  # no random init (it would draw from the global RNG)
                 net = SmallCNN(**stored["model"])
             net.load_state_dict(load_tensors(weights_path), assign=True)
-            return ClassifierExtractor(net, dataset=dataset, image_shape=image_shape, info=stored, device=device)
+            return ClassifierExtractor(net, dataset=dataset, image_shape=image_shape, info=stored, device=device,
+                                       cache_entry=entry, from_cache=True)
         warnings.warn(f"classifier cache {entry} was trained with another config; retraining", stacklevel=2)
 
     # Module init draws from the global RNG; fork it so training is seeded without touching
@@ -255,7 +266,7 @@ def load_or_train_classifier(
         train_classifier(net, train.images, train.labels, seed=seed, device=device, **train_config)
         train_seconds = time.perf_counter() - start
     test = load_dataset(dataset, split="test", size=size, data_dir=data_dir, seed=data_seed)
-    extractor = ClassifierExtractor(net, dataset=dataset, image_shape=image_shape, info={}, device=device)
+    extractor = ClassifierExtractor(net, dataset=dataset, image_shape=image_shape, info={}, device=device, cache_entry=entry)
     accuracy = (extractor.predict(test.images) == test.labels).double().mean().item()
     info = dict(wanted, model=net.config, test_accuracy=accuracy, train_seconds=round(train_seconds, 2), num_train=len(train.images), num_test=len(test.images))
     save_tensors(weights_path, state_dict_for_save(net))
