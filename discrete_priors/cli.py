@@ -20,6 +20,7 @@ import argparse
 import ast
 import importlib.util
 import json
+import os
 import sys
 
 from discrete_priors.autoencoder.presets import PRESETS as AE_PRESETS
@@ -259,7 +260,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# what a user's input can cause (a missing file, a corrupt image or checkpoint, a refused option):
+# from the command line one line names it and its fix, without a traceback
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError)
+TRACEBACK_ENV_VAR = "DISCRETE_PRIORS_TRACEBACK"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. From the command line (``argv=None``) a user error (:data:`USER_ERRORS`)
+    is printed as one ``error:`` line on stderr with exit status 2 (set $DISCRETE_PRIORS_TRACEBACK=1
+    for the traceback); called from Python with ``argv``, it is raised."""
     args = build_parser().parse_args(argv)
     from discrete_priors import commands  # after parsing, so that --help does not import every stage
     from discrete_priors.training import set_threads
@@ -269,7 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(args.threads or None)
 
     handler = getattr(commands, args.command.replace("-", "_"))
-    result = handler(args)
+    try:
+        result = handler(args)
+    except USER_ERRORS as err:
+        if argv is not None or os.environ.get(TRACEBACK_ENV_VAR):
+            raise
+        message = err.args[0] if isinstance(err, FileNotFoundError) and err.args and isinstance(err.args[0], str) else err
+        print(f"discrete-priors {args.command}: error: {message}", file=sys.stderr)
+        return 2
     if isinstance(result, dict):
         print(json.dumps(result, indent=2, default=str))
     return 0

@@ -79,10 +79,34 @@ def parse_labels(text: str | None, n: int) -> torch.Tensor | None:
     return torch.tensor(values).repeat(n // len(values) + 1)[:n]
 
 
+def labels_for_prior(args, prior, n: int, *, default: torch.Tensor | None = None) -> torch.Tensor | None:
+    """The (n,) labels of a sampling command: ``--labels`` cycled, else ``default`` (kept only
+    for a class-conditional prior), checked against the prior with errors that name the fix."""
+    labels = parse_labels(args.labels, n)
+    if labels is not None:
+        if not prior.num_classes:
+            raise ValueError(f"--labels given, but the prior in {args.prior} is unconditional (trained without "
+                             "--class-conditional): drop --labels, or train a prior with --class-conditional")
+        given = torch.tensor([int(v) for v in args.labels.split(",") if v.strip()])  # also those past n
+        outside = given[(given < 0) | (given >= prior.num_classes)]
+        if len(outside):
+            raise ValueError(f"--labels: {int(outside[0])} is not a class of the prior in {args.prior}, which has "
+                             f"{prior.num_classes} classes: pass labels in 0..{prior.num_classes - 1}")
+    elif prior.num_classes:
+        labels = default
+    if args.guidance != 0 and labels is None:
+        if not prior.num_classes:
+            raise ValueError(f"--guidance {args.guidance:g} needs a class-conditional prior, and the prior in {args.prior} "
+                             "is unconditional: drop --guidance, or train a prior with --class-conditional")
+        raise ValueError(f"--guidance {args.guidance:g} needs labels (the classes to guide towards): pass e.g. "
+                         f"--labels 0,1,2 (cycled over the samples; classes 0..{prior.num_classes - 1})")
+    return labels
+
+
 def sample(args) -> dict:
     device = pipeline.resolve_device(args.device)
     prior, ae = pipeline.load_prior_and_autoencoder(args.prior, args.ae, allow_mismatch=args.allow_mismatch, device=device)
-    labels = parse_labels(args.labels, args.num_samples)
+    labels = labels_for_prior(args, prior, args.num_samples)
     start = time.perf_counter()
     with autocast_context(device, args.precision):
         out = pipeline.sample_images(ae, prior, args.num_samples, batch_size=args.batch_size, seed=args.seed, labels=labels,
@@ -130,6 +154,14 @@ def eval(args) -> dict:  # noqa: A001 - the CLI command is called eval
         if args.nll_timesteps is not None and not evaluate.nll_takes_timesteps(prior):
             raise SystemExit(f"eval: the {prior.name} prior's NLL has no timestep estimate (--nll-timesteps); limit "
                              "the held-out codes with --nll-codes instead")
+        every_class = torch.arange(args.num_samples) % prior.num_classes if prior.num_classes else None
+        labels = labels_for_prior(args, prior, args.num_samples, default=every_class)  # conditional: all classes in turn
+        test_cache = None
+        if args.latents is not None and not args.no_nll:  # held-out codes of another autoencoder: a meaningless NLL
+            fingerprint = None if args.allow_mismatch else pipeline.autoencoder_fingerprint(args.ae)
+            test_cache = load_latent_cache(Path(args.latents) / "test.safetensors", expect_autoencoder_hash=fingerprint)
+    elif not (Path(args.samples) / "samples.safetensors").is_file():
+        raise FileNotFoundError(f"--samples {args.samples} holds no samples.safetensors: pass a folder written by `sample`")
     memorisation = not args.no_memorisation
     with times("features", "real images, feature extractor, features of the test" + " and train" * memorisation + " split"):
         train = load_dataset(args.dataset, split="train", size=args.size, data_dir=args.data_dir, seed=args.data_seed).images
@@ -154,13 +186,6 @@ def eval(args) -> dict:  # noqa: A001 - the CLI command is called eval
         num_samples = len(images)
         variant = args.variant or Path(args.samples).name
     else:
-        labels = parse_labels(args.labels, args.num_samples)
-        if labels is None and prior.num_classes:  # conditional samples: every class in turn
-            labels = torch.arange(args.num_samples) % prior.num_classes
-        test_cache = None
-        if args.latents is not None and not args.no_nll:  # held-out codes of another autoencoder: a meaningless NLL
-            fingerprint = None if args.allow_mismatch else pipeline.autoencoder_fingerprint(args.ae)
-            test_cache = load_latent_cache(Path(args.latents) / "test.safetensors", expect_autoencoder_hash=fingerprint)
         nll_codes = None if test_cache is None else test_cache.codes[:args.nll_codes]
         nll_labels = None if test_cache is None or test_cache.labels is None else test_cache.labels[:args.nll_codes]
         with autocast_context(device, args.precision):
@@ -241,10 +266,7 @@ def inpaint(args) -> dict:
     device = pipeline.resolve_device(args.device)
     prior, ae = pipeline.load_prior_and_autoencoder(args.prior, args.ae, allow_mismatch=args.allow_mismatch, device=device)
     images, labels, names = inpaint_inputs(args, ae, indices)
-    if args.labels is not None:
-        labels = parse_labels(args.labels, len(images))
-    if not prior.num_classes:
-        labels = None  # the dataset's labels only reach a class-conditional prior
+    labels = labels_for_prior(args, prior, len(images), default=labels)  # the test images' own labels by default
     if prior.inpaints_prefix_only:
         print(f"inpaint: the {prior.name} prior conditions on a raster-order prefix only: every latent position "
               "from the first masked cell on is regenerated")

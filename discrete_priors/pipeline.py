@@ -39,6 +39,9 @@ def latest_checkpoint(run_dir: str | Path) -> Path:
     """The newest complete checkpoint directory of a trainer run directory."""
     from discrete_priors.training import latest_checkpoint as _latest
 
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"{run_dir} does not exist: expected a run directory written by train-ae or "
+                                "train-prior (the --out it was given)")
     ckpt = _latest(Path(run_dir) / "checkpoints")
     if ckpt is None:
         raise FileNotFoundError(f"no checkpoint under {run_dir}: train it first")
@@ -211,16 +214,26 @@ def train_autoencoder(*, out: str | Path, dataset: str = "digits", size: int | N
     from discrete_priors.data import load_dataset
     from discrete_priors.training import TrainConfig, Trainer
 
+    config = TrainConfig.from_dict(train_config)  # every check before any image is decoded or file written
     data = load_dataset(dataset, split="train", size=size, data_dir=data_dir, seed=data_seed)
+    # the test split too: every image of the dataset is decoded (a corrupt one named) before anything is written
+    load_dataset(dataset, split="test", size=size, data_dir=data_dir, seed=data_seed)
+    check_batch_size(config.batch_size, len(data.images), what=f"training images of {dataset}")
     _, channels, height, _ = data.images.shape
-    check_data_record(out, {"dataset": dataset, "size": height, "data_seed": data_seed}, create=True)
-    config = autoencoder_preset(preset, latent=latent, image_size=height, image_channels=channels) | (overrides or {})
+    model_config = autoencoder_preset(preset, latent=latent, image_size=height, image_channels=channels) | (overrides or {})
     torch.manual_seed(train_config.get("seed", 0))  # initial weights are a function of the seed
-    model = Autoencoder(**config)
-    config = TrainConfig.from_dict(train_config)
+    model = Autoencoder(**model_config)
     trainer = Trainer(model, (data.images,), config, Path(out), hook=model.training_hook(),
                       progress=progress_enabled(progress))
+    check_data_record(out, {"dataset": dataset, "size": height, "data_seed": data_seed}, create=True)
     return trainer.fit()
+
+
+def check_batch_size(batch_size: int, num_examples: int, *, what: str) -> None:
+    """Refuse a batch larger than the data: it would hold the same examples twice in one step."""
+    if batch_size > num_examples:
+        raise ValueError(f"--batch-size {batch_size} is larger than the {num_examples} {what}: one batch would repeat "
+                         f"examples; pass --batch-size {num_examples} or less")
 
 
 def write_latent_cache(*, ae_dir: str | Path, out_dir: str | Path, dataset: str = "digits", size: int | None = None,
@@ -234,17 +247,23 @@ def write_latent_cache(*, ae_dir: str | Path, out_dir: str | Path, dataset: str 
     device = resolve_device(device)
     ae = load_autoencoder(ae_dir, device=device)
     fingerprint = autoencoder_fingerprint(ae_dir)
-    paths = {}
-    for split_index, split in enumerate(splits):
+    # every split is loaded (each image decoded) before any file is written: a corrupt image or an
+    # unknown split leaves the cache folder as it was
+    datasets = {split: load_dataset(dataset, split=split, size=size, data_dir=data_dir, seed=data_seed) for split in splits}
+    for data in datasets.values():
+        check_data_record(ae_dir, {"dataset": dataset, "size": data.images.shape[-1], "data_seed": data_seed})
+    binary = ae.code_spec.kind == "binary"
+    encoded = {}
+    for split_index, (split, data) in enumerate(datasets.items()):
         # one generator per split, so a split's sampled codes do not depend on the others encoded with it
         generator = torch.Generator(device).manual_seed(seed * 1000 + split_index)
-        data = load_dataset(dataset, split=split, size=size, data_dir=data_dir, seed=data_seed)
-        check_data_record(ae_dir, {"dataset": dataset, "size": data.images.shape[-1], "data_seed": data_seed})
-        binary = ae.code_spec.kind == "binary"
-        enc = encode_images(ae, data.images, mode=mode, with_probs=with_probs and binary, generator=generator, progress=progress)
+        encoded[split] = encode_images(ae, data.images, mode=mode, with_probs=with_probs and binary, generator=generator,
+                                       progress=progress)
+    paths = {}
+    for split, data in datasets.items():
         path = Path(out_dir) / f"{split}.safetensors"
-        save_latent_cache(path, codes=enc.codes, spec=ae.code_spec, labels=data.labels, probs=enc.probs,
-                          autoencoder_hash=fingerprint,
+        save_latent_cache(path, codes=encoded[split].codes, spec=ae.code_spec, labels=data.labels,
+                          probs=encoded[split].probs, autoencoder_hash=fingerprint,
                           extra={"dataset": dataset, "split": split, "size": size, "mode": mode, "ae_dir": str(ae_dir),
                                  "num_classes": data.num_classes, "data_seed": data_seed})
         paths[split] = path
@@ -266,6 +285,8 @@ def train_prior(*, out: str | Path, latents_dir: str | Path, prior: str = "berno
         if cache.labels is None:
             raise ValueError(f"--class-conditional needs labels, but the cache in {latents_dir} has none")
         num_classes = int(cache.labels.max()) + 1
+    config = TrainConfig.from_dict(train_config)
+    check_batch_size(config.batch_size, len(cache), what=f"training codes in {latents_dir}")
     source = cache.batches(resample=resample, labels=class_conditional)  # checks before anything is written
     torch.manual_seed(train_config.get("seed", 0))
     model = build_prior(prior, cache.spec, num_classes=num_classes, **(prior_kwargs or {}))
@@ -273,10 +294,9 @@ def train_prior(*, out: str | Path, latents_dir: str | Path, prior: str = "berno
     if info_path.exists() and read_json(info_path).get("autoencoder_hash") != cache.autoencoder_hash:
         raise ValueError(f"the prior in {out} was trained on codes of another autoencoder than the cache in "
                          f"{latents_dir} now holds: use a new --out (or delete {out}) to train on the new codes")
+    trainer = Trainer(model, source, config, Path(out), progress=progress_enabled(progress))
     write_json(info_path, {"name": prior, "latents": str(latents_dir), "resample": resample,
                            "autoencoder_hash": cache.autoencoder_hash})
-    config = TrainConfig.from_dict(train_config)
-    trainer = Trainer(model, source, config, Path(out), progress=progress_enabled(progress))
     return trainer.fit()
 
 

@@ -246,7 +246,8 @@ def load_latent_cache(path: str | os.PathLike, *, expect_autoencoder_hash: str |
     made_by = metadata["autoencoder_hash"]
     if expect_autoencoder_hash is not None and made_by != expect_autoencoder_hash:
         raise ValueError(
-            f"cache at {path} was made by autoencoder {made_by}, expected {expect_autoencoder_hash}: re-run encode"
+            f"cache at {path} was made by autoencoder {made_by}, expected {expect_autoencoder_hash} (the one given): "
+            "pass the latent cache this autoencoder made, or re-run encode with it"
         )
     spec = CodeSpec.from_dict(json.loads(metadata["spec"]))
     stored = tensors["codes"]

@@ -217,10 +217,11 @@ def list_image_files(data_dir: str | os.PathLike) -> tuple[list[Path], list[str]
     names: the sorted first-level sub-folder names, or None when images sit in the root."""
     root = Path(data_dir)
     if not root.is_dir():
-        raise ValueError(f"image folder {root} does not exist or is not a directory")
+        raise ValueError(f"image folder {root} does not exist or is not a directory: pass the folder holding the images as --data-dir")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
-        raise ValueError(f"image folder {root} holds no {'/'.join(IMAGE_SUFFIXES)} files (searched recursively)")
+        raise ValueError(f"image folder {root} holds no {'/'.join(IMAGE_SUFFIXES)} files (searched recursively): put "
+                         "the images in it, one sub-folder per class (or all in the folder itself), or pass another --data-dir")
     top = [p.relative_to(root).parts for p in files]
     in_root = [parts for parts in top if len(parts) == 1]
     if len(in_root) == len(files):
@@ -255,7 +256,8 @@ def _load_image(path: Path, *, size: int, mode: str) -> np.ndarray:
         with Image.open(path) as img:
             img = ImageOps.exif_transpose(img).convert(mode)
     except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for broken files
-        raise ValueError(f"cannot decode image {path}: {err}") from err
+        raise ValueError(f"cannot decode image {path}: {err}. Remove or replace that file (every image of the "
+                         "folder is read before anything is written)") from err
     w, h = img.size
     scale = size / min(w, h)
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))

@@ -20,6 +20,7 @@ Code outside the package (a test, a notebook) registers its own prior at run tim
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Mapping
 
 from discrete_priors.latents.base import CodeSpec
@@ -98,7 +99,15 @@ def build_prior(name: str, spec: CodeSpec | dict, **kwargs) -> Prior:
         raise ValueError(f"unknown prior {name!r}, expected one of {sorted(_REGISTRY)}")
     if isinstance(spec, dict):
         spec = CodeSpec.from_dict(spec)
-    return PRIORS[name](spec, **kwargs)
+    cls = PRIORS[name]
+    params = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            options = ", ".join("--" + key.replace("_", "-") for key in unknown)
+            raise ValueError(f"the {name} prior takes no {', '.join(unknown)} ({options} on the command line): "
+                             f"drop them, or choose a prior they apply to")
+    return cls(spec, **kwargs)
 
 
 def prior_from_config(config: dict) -> Prior:

@@ -22,9 +22,11 @@ safetensors, everything else from JSON.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -150,15 +152,72 @@ def prune_checkpoints(root: str | os.PathLike, keep_last: int) -> None:
 
 
 # -- reading --------------------------------------------------------------------------------------
+def safetensors_problem(path: Path) -> str | None:
+    """None when ``path`` is a whole safetensors file, else what is wrong with it (naming it): the
+    8-byte header length, the JSON header and the byte range its tensors promise are checked
+    against the file's size, so a truncated or overwritten file is caught without loading it."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return f"{path} is truncated ({size} bytes, shorter than a safetensors header)"
+        length = int.from_bytes(head, "little")
+        if length > size - 8:
+            return f"{path} is truncated or corrupt (a header of {length} bytes in a file of {size})"
+        try:
+            header = json.loads(f.read(length))
+            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
+            return f"{path} is corrupt (unreadable safetensors header: {err})"
+    if 8 + length + end != size:
+        return f"{path} is truncated or corrupt (its header promises {8 + length + end} bytes, the file has {size})"
+    return None
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """None when every file of a checkpoint folder reads (JSON parses, safetensors whole), else
+    what is wrong, naming the file."""
+    if not (folder / "trainer_state.json").exists():
+        return f"{folder} is missing or incomplete (no trainer_state.json)"
+    for path in sorted(folder.iterdir()):
+        if path.suffix == ".json":
+            try:
+                json.loads(path.read_text())
+            except (ValueError, UnicodeDecodeError) as err:
+                return f"{path} is not valid JSON ({err})"
+        elif path.suffix == ".safetensors" and (problem := safetensors_problem(path)):
+            return problem
+    return None
+
+
 def latest_checkpoint(root: str | os.PathLike) -> Path | None:
-    """Folder named by ``root/latest.json``, or None when there is no checkpoint yet."""
-    pointer = Path(root) / LATEST
+    """The newest readable checkpoint folder under ``root``: the one ``latest.json`` names, or —
+    when that one (or the pointer itself) is truncated or corrupt — the newest earlier one that
+    reads, with a warning naming the broken file. None when there is no checkpoint yet; a
+    ValueError naming the problem when no checkpoint reads."""
+    root = Path(root)
+    pointer = root / LATEST
     if not pointer.exists():
         return None
-    folder = Path(root) / read_json(pointer)["dir"]
-    if not (folder / "trainer_state.json").exists():
-        raise FileNotFoundError(f"{pointer} names {folder}, which is missing or incomplete (no trainer_state.json)")
-    return folder
+    try:
+        named = root / read_json(pointer)["dir"]
+        first_problem = None
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        named, first_problem = None, f"{pointer} is unreadable ({err})"
+    candidates = [folder for _, folder in reversed(list_checkpoints(root))]
+    if named is not None:
+        newer_or_same = {f for f in candidates if f.name >= named.name}  # step_%07d names sort like steps
+        candidates = [named] + [f for f in candidates if f not in newer_or_same]
+    for folder in candidates:
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            if first_problem is not None:
+                warnings.warn(f"checkpoint unreadable: {first_problem}; falling back to the previous checkpoint "
+                              f"{folder}", RuntimeWarning, stacklevel=2)
+            return folder
+        first_problem = first_problem or problem
+    raise ValueError(f"no readable checkpoint under {root}: {first_problem}. Delete {root.parent if root.name == 'checkpoints' else root} "
+                     "to train from scratch, or restore the file")
 
 
 def load_checkpoint(
