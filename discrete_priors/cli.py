@@ -6,6 +6,7 @@
     sample       draw samples from a prior and decode them: PNG grid + safetensors
     inpaint      fill a masked region of real images with a prior: original / masked / filled grid
     eval         one tidy result row of metrics for a prior (or a folder of samples)
+    plot-log     plot a run's train_log.jsonl (also written as train_log.png after training)
     demo         the whole pipeline on the embedded digits data
 
 Every command resumes from what is already on disk where that makes sense. The choices of each
@@ -135,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Encode dataset splits with a trained autoencoder; binary codes are bit-packed and "
                                    "their Bernoulli probabilities kept (float16) so priors can resample codes each step.")
     p.add_argument("--ae", required=True, help="autoencoder run directory (from train-ae)")
-    _add_data_args(p)
+    _add_data_args(p, recorded=True)
     p.add_argument("--splits", default="train,test", help="comma-separated splits to encode")
     p.add_argument("--mode", default="deterministic", choices=["deterministic", "sample"],
                    help="binary codes: threshold the probabilities at 1/2, or draw a Bernoulli sample "
@@ -222,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use an autoencoder (and --latents) other than the prior's own (refused otherwise)")
     p.add_argument("--samples", default=None, help="instead of --prior: a directory with samples.safetensors (from sample)")
     p.add_argument("--latents", default=None, help="latent cache directory; its test split gives the held-out NLL")
-    _add_data_args(p)
+    _add_data_args(p, recorded=True)
     p.add_argument("--extractor", default=None, help="feature extractor: classifier:<dataset> (default: the dataset's) or inception")
     p.add_argument("--inception-weights", default=None, help="local Inception-v3 weights file (for --extractor inception)")
     p.add_argument("--cache-dir", default=None, help="where trained classifier extractors are cached")
@@ -249,6 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", default="eval", help="experiment name written in the rows")
     p.add_argument("--variant", default=None, help="variant name written in the rows (default: prior name and steps)")
     p.add_argument("--out", required=True, help="results directory: results.jsonl and results.csv are appended")
+
+    p = sub.add_parser("plot-log", help="plot a run's train_log.jsonl", formatter_class=HELP_FORMATTER,
+                       description="One panel per logged quantity of a training run (loss, lr, grad_norm and the "
+                                   "model's terms) against the step. train-ae and train-prior write the same plot "
+                                   "as <run>/train_log.png when they finish.")
+    p.add_argument("run", help="run directory (from train-ae or train-prior) holding train_log.jsonl")
+    p.add_argument("--out", default=None, help="PNG to write (default: <run>/train_log.png)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for PyTorch (0 = PyTorch's default)")
 
     p = sub.add_parser("demo", help="the whole pipeline on digits", formatter_class=HELP_FORMATTER,
                        description="autoencoder → latent cache → Bernoulli diffusion prior → sample grid + metrics, "

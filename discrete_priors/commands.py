@@ -17,6 +17,7 @@ from discrete_priors.demo import run_demo
 from discrete_priors.io import append_text, load_tensors
 from discrete_priors.results import append_rows, make_rows
 from discrete_priors.training import autocast_context
+from discrete_priors.training.distributed import is_main_process
 
 PRIOR_FLAGS = ("timesteps", "schedule", "parameterization", "reverse", "loss_balance", "vlb_weight", "loss_weighting")
 
@@ -32,7 +33,16 @@ def train_ae(args) -> dict:
     result = pipeline.train_autoencoder(out=args.out, dataset=args.dataset, size=args.size, data_dir=args.data_dir,
                                         latent=latent, preset=args.preset, overrides=overrides,
                                         train_config=train_config_from_args(args), data_seed=args.data_seed)
-    return {"run": args.out, "result": result._asdict() if hasattr(result, "_asdict") else result}
+    record = {"run": args.out, "result": result._asdict() if hasattr(result, "_asdict") else result}
+    if is_main_process():
+        from discrete_priors import reports
+
+        with autocast_context(pipeline.resolve_device(args.device), args.precision):
+            test = reports.autoencoder_test_report(args.out, device=args.device)
+        log_line(f"train-ae: test split ({test['num_test']} images): PSNR {test['psnr']:.2f} dB, SSIM {test['ssim']:.4f} "
+                 f"(train_log.jsonl's psnr is on training batches); grid of test images over reconstructions: {test['grid']}")
+        record |= {"test": test, "plot": str(reports.plot_train_log(args.out))}
+    return record
 
 
 def train_config_from_args(args) -> dict:
@@ -45,11 +55,19 @@ def train_config_from_args(args) -> dict:
                                  compile=args.compile)
 
 
+def recorded_data(args) -> dict:
+    """The dataset flags of a command given ``--ae``: those not set come from its data.json
+    (pipeline.recorded_dataset)."""
+    return pipeline.recorded_dataset(args.ae, dataset=args.dataset, size=args.size, data_dir=args.data_dir,
+                                     data_seed=args.data_seed)
+
+
 def encode(args) -> dict:
+    data = recorded_data(args)
     with autocast_context(pipeline.resolve_device(args.device), args.precision):
-        paths = pipeline.write_latent_cache(ae_dir=args.ae, out_dir=args.out, dataset=args.dataset, size=args.size,
-                                            data_dir=args.data_dir, splits=tuple(args.splits.split(",")), mode=args.mode,
-                                            with_probs=not args.no_probs, seed=args.seed, data_seed=args.data_seed,
+        paths = pipeline.write_latent_cache(ae_dir=args.ae, out_dir=args.out, dataset=data["name"], size=data["size"],
+                                            data_dir=data["data_dir"], splits=tuple(args.splits.split(",")), mode=args.mode,
+                                            with_probs=not args.no_probs, seed=args.seed, data_seed=data["seed"],
                                             device=args.device)
     return {split: str(p) for split, p in paths.items()}
 
@@ -64,7 +82,18 @@ def train_prior(args) -> dict:
     result = pipeline.train_prior(out=args.out, latents_dir=args.latents, prior=args.prior,
                                   prior_kwargs=prior_kwargs_from_args(args), train_config=train_config_from_args(args),
                                   resample=args.resample, class_conditional=args.class_conditional)
-    return {"run": args.out, "result": result._asdict() if hasattr(result, "_asdict") else result}
+    record = {"run": args.out, "result": result._asdict() if hasattr(result, "_asdict") else result}
+    if is_main_process():
+        from discrete_priors import reports
+
+        record["plot"] = str(reports.plot_train_log(args.out))
+    return record
+
+
+def plot_log(args) -> dict:
+    from discrete_priors import reports
+
+    return {"plot": str(reports.plot_train_log(args.run, out=args.out))}
 
 
 def parse_labels(text: str | None, n: int) -> torch.Tensor | None:
@@ -163,12 +192,16 @@ def eval(args) -> dict:  # noqa: A001 - the CLI command is called eval
     elif not (Path(args.samples) / "samples.safetensors").is_file():
         raise FileNotFoundError(f"--samples {args.samples} holds no samples.safetensors: pass a folder written by `sample`")
     memorisation = not args.no_memorisation
+    data = pipeline.recorded_dataset(args.ae, dataset=args.dataset, size=args.size, data_dir=args.data_dir,
+                                     data_seed=args.data_seed)
     with times("features", "real images, feature extractor, features of the test" + " and train" * memorisation + " split"):
-        train = load_dataset(args.dataset, split="train", size=args.size, data_dir=args.data_dir, seed=args.data_seed).images
-        test = load_dataset(args.dataset, split="test", size=args.size, data_dir=args.data_dir, seed=args.data_seed).images
-        extractor_name = args.extractor or f"classifier:{args.dataset}"
-        extractor = metrics.get_extractor(extractor_name, size=args.size, data_seed=args.data_seed,
-                                          cache_dir=args.cache_dir, data_dir=args.data_dir,
+        train = load_dataset(**data, split="train").images
+        test = load_dataset(**data, split="test").images
+        if args.ae is not None:
+            pipeline.check_data_record(args.ae, {"dataset": data["name"], "size": test.shape[-1], "data_seed": data["seed"]})
+        extractor_name = args.extractor or f"classifier:{data['name']}"
+        extractor = metrics.get_extractor(extractor_name, size=data["size"], data_seed=data["seed"],
+                                          cache_dir=args.cache_dir, data_dir=data["data_dir"],
                                           weights=args.inception_weights, device=device)
         if getattr(extractor, "cache_entry", None) is not None:
             state = "reused from" if extractor.from_cache else f"trained ({extractor.info['train_seconds']:.1f} s) into"
@@ -236,8 +269,7 @@ def inpaint_inputs(args, ae, indices: list[int] | None) -> tuple[torch.Tensor, t
         files = list_image_files(path)[0] if path.is_dir() else [path]
         images = load_image_files(files, size=ae.image_size, channels=ae.image_channels)  # all decoded first
         return images, None, [str(f) for f in files]
-    data = pipeline.recorded_dataset(args.ae, dataset=args.dataset, size=args.size, data_dir=args.data_dir,
-                                     data_seed=args.data_seed)
+    data = recorded_data(args)
     test = load_dataset(**data, split="test")
     pipeline.check_data_record(args.ae, {"dataset": data["name"], "size": test.images.shape[-1], "data_seed": data["seed"]})
     if max(indices) >= len(test.images):

@@ -13,6 +13,7 @@ Every stage reads and writes a run directory, so each can be rerun or resumed on
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -211,7 +212,7 @@ def train_autoencoder(*, out: str | Path, dataset: str = "digits", size: int | N
     ``data_seed`` fixes the train/test split; it is separate from the training seed so that runs
     with different seeds never see each other's test images."""
     from discrete_priors.autoencoder import Autoencoder, autoencoder_preset
-    from discrete_priors.data import load_dataset
+    from discrete_priors.data import class_names, load_dataset
     from discrete_priors.training import TrainConfig, Trainer
 
     config = TrainConfig.from_dict(train_config)  # every check before any image is decoded or file written
@@ -225,7 +226,11 @@ def train_autoencoder(*, out: str | Path, dataset: str = "digits", size: int | N
     model = Autoencoder(**model_config)
     trainer = Trainer(model, (data.images,), config, Path(out), hook=model.training_hook(),
                       progress=progress_enabled(progress))
-    check_data_record(out, {"dataset": dataset, "size": height, "data_seed": data_seed}, create=True)
+    names = class_names(dataset, data_dir=data_dir)
+    extra = {"classes": names, "data_dir": None if data_dir is None else str(Path(data_dir).resolve())}
+    check_data_record(out, {"dataset": dataset, "size": height, "data_seed": data_seed}, create=True, extra=extra)
+    if trainer.dist.rank == 0:
+        print(f"train-ae: {dataset} classes (label=name): {describe_classes(names)}", file=sys.stderr, flush=True)
     return trainer.fit()
 
 
@@ -242,7 +247,7 @@ def write_latent_cache(*, ae_dir: str | Path, out_dir: str | Path, dataset: str 
                        progress: bool | None = None) -> dict:
     """Encode dataset splits once and store them compactly (see discrete_priors/data/cache.py).
     ``seed`` drives sampled codes (mode="sample"); ``data_seed`` fixes the train/test split."""
-    from discrete_priors.data import load_dataset, save_latent_cache
+    from discrete_priors.data import class_names, load_dataset, save_latent_cache
 
     device = resolve_device(device)
     ae = load_autoencoder(ae_dir, device=device)
@@ -252,6 +257,7 @@ def write_latent_cache(*, ae_dir: str | Path, out_dir: str | Path, dataset: str 
     datasets = {split: load_dataset(dataset, split=split, size=size, data_dir=data_dir, seed=data_seed) for split in splits}
     for data in datasets.values():
         check_data_record(ae_dir, {"dataset": dataset, "size": data.images.shape[-1], "data_seed": data_seed})
+    names = class_names(dataset, data_dir=data_dir)
     binary = ae.code_spec.kind == "binary"
     encoded = {}
     for split_index, (split, data) in enumerate(datasets.items()):
@@ -265,7 +271,7 @@ def write_latent_cache(*, ae_dir: str | Path, out_dir: str | Path, dataset: str 
         save_latent_cache(path, codes=encoded[split].codes, spec=ae.code_spec, labels=data.labels,
                           probs=encoded[split].probs, autoencoder_hash=fingerprint,
                           extra={"dataset": dataset, "split": split, "size": size, "mode": mode, "ae_dir": str(ae_dir),
-                                 "num_classes": data.num_classes, "data_seed": data_seed})
+                                 "num_classes": data.num_classes, "data_seed": data_seed, "classes": names})
         paths[split] = path
     return paths
 
@@ -307,14 +313,14 @@ def autoencoder_config(run_dir: str | Path) -> dict:
     return read_json(latest_checkpoint(run_dir) / "model_config.json")
 
 
-def recorded_dataset(ae_dir: str | Path, *, dataset: str | None = None, size: int | None = None,
+def recorded_dataset(ae_dir: str | Path | None, *, dataset: str | None = None, size: int | None = None,
                      data_dir: str | None = None, data_seed: int | None = None) -> dict:
     """``load_dataset`` keywords (name, size, data_dir, seed) for data used with the autoencoder in
     ``ae_dir``: each one given here wins, the others come from the autoencoder's ``data.json``
-    (digits at its default size and data seed 0 when there is none). Callers check the loaded
+    (digits at its default size and data seed 0 when there is none, or ``ae_dir`` is None). Callers check the loaded
     data against that record (:func:`check_data_record`), so another split is refused."""
-    path = Path(ae_dir) / "data.json"
-    stored = read_json(path) if path.exists() else {}
+    path = None if ae_dir is None else Path(ae_dir) / "data.json"
+    stored = read_json(path) if path is not None and path.exists() else {}
     name = dataset or stored.get("dataset", "digits")
     same = name == stored.get("dataset")  # size and folder of another dataset mean nothing here
     return {"name": name,
@@ -323,18 +329,27 @@ def recorded_dataset(ae_dir: str | Path, *, dataset: str | None = None, size: in
             "seed": data_seed if data_seed is not None else stored.get("data_seed", 0)}
 
 
-def check_data_record(run_dir: str | Path, record: dict, *, create: bool = False) -> None:
+def check_data_record(run_dir: str | Path, record: dict, *, create: bool = False, extra: dict | None = None) -> None:
     """The autoencoder run remembers which data (and train/test split) it was trained on, so that
     encoding or evaluating with another split — which would put training images into "test" —
-    fails loudly instead."""
+    fails loudly instead. ``record`` (dataset, size, data_seed) must equal the stored one; with
+    ``create`` a missing record is written, with ``extra`` beside it (the data folder and the class
+    names: reused as defaults by later commands, never compared — a folder may move)."""
     path = Path(run_dir) / "data.json"
     if path.exists():
         stored = read_json(path)
-        if stored != record:
-            raise ValueError(f"{run_dir} was trained on {stored}, but this call uses {record}: "
-                             "pass the same --dataset, --size and --data-seed")
+        if {key: stored.get(key) for key in record} != record:
+            shown = {key: stored.get(key) for key in record}
+            raise ValueError(f"{run_dir} was trained on {shown}, but this call uses {record}: "
+                             "pass the same --dataset, --size and --data-seed (or leave them out: they default to the "
+                             "recorded ones)")
     elif create:
-        write_json(path, record)
+        write_json(path, record | (extra or {}))
+
+
+def describe_classes(names: list[str] | None) -> str:
+    """``"0=cats, 1=dogs"``: the label of each class name, as printed by train-ae and encode."""
+    return "no class labels" if not names else ", ".join(f"{i}={name}" for i, name in enumerate(names))
 
 
 class Samples(NamedTuple):

@@ -89,6 +89,24 @@ def load_dataset(
     return data
 
 
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot")
+
+
+def class_names(name: str, *, data_dir: str | os.PathLike | None = None) -> list[str] | None:
+    """The name of each class label (label i is ``class_names(...)[i]``): for ``image-folder`` the
+    sorted first-level sub-folder names (None when the images sit in the folder itself)."""
+    if name == "digits":
+        return [str(i) for i in range(10)]
+    if name == "fashion-mnist":
+        return list(FASHION_MNIST_CLASSES)
+    if name == "image-folder":
+        if data_dir is None:
+            raise ValueError("dataset 'image-folder' needs data_dir (the folder holding the images)")
+        return list_image_files(Path(data_dir))[1]
+    raise ValueError(f"unknown dataset {name!r}, expected one of {DATASETS}")
+
+
 # ----------------------------------------------------------------------------------- helpers
 
 
