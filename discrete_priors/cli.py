@@ -98,6 +98,25 @@ def _add_train_args(p: argparse.ArgumentParser, *, steps: int, batch_size: int, 
     _add_runtime_args(g)
 
 
+def _add_pair_args(p) -> None:
+    """--ae, --prior and --allow-mismatch of the commands that decode a prior's codes (sample, inpaint)."""
+    p.add_argument("--ae", required=True, help="autoencoder run directory")
+    p.add_argument("--prior", required=True, help="prior run directory (any prior)")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="decode with an autoencoder other than the one the prior was trained on (refused otherwise)")
+
+
+def _add_sampling_args(p, *, labels_help: str) -> None:
+    """The sampling flags shared by sample, inpaint and eval."""
+    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (prior default if unset)")
+    p.add_argument("--temperature", type=float, default=1.0, help="temperature τ on the network's logits")
+    p.add_argument("--labels", default=None, help="class-conditional: comma-separated labels, " + labels_help)
+    p.add_argument("--guidance", type=float, default=0.0,
+                   help="classifier-free guidance weight w (needs labels and a class-conditional prior)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="samples per batch")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+
+
 def _add_runtime_args(p) -> None:
     """--device, --precision and --threads, the same on every command that runs a network."""
     p.add_argument("--device", default="auto", help=DEVICES)
@@ -165,17 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="sample codes and decode them", formatter_class=HELP_FORMATTER,
                        description="Draw samples from a trained prior and decode them with the autoencoder.")
-    p.add_argument("--ae", required=True, help="autoencoder run directory")
-    p.add_argument("--prior", required=True, help="prior run directory")
-    p.add_argument("--allow-mismatch", action="store_true",
-                   help="decode with an autoencoder other than the one the prior was trained on (refused otherwise)")
+    _add_pair_args(p)
     p.add_argument("-n", "--num-samples", type=positive_int, default=64, help="number of samples")
-    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (prior default if unset)")
-    p.add_argument("--temperature", type=float, default=1.0, help="temperature τ on the network's logits")
-    p.add_argument("--labels", default=None, help="class-conditional: comma-separated labels, cycled over the samples")
-    p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w")
-    p.add_argument("--batch-size", type=positive_int, default=256, help="samples per batch")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    _add_sampling_args(p, labels_help="cycled over the samples")
     _add_runtime_args(p)
     p.add_argument("--out", required=True, help="directory for grid.png and samples.safetensors")
 
@@ -188,10 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "cell on, in raster order). Writes inpainting.png (one row per input: original, "
                                    "reconstruction, masked, then --samples fills), inpainted.safetensors and "
                                    "inpainting.json.")
-    p.add_argument("--ae", required=True, help="autoencoder run directory")
-    p.add_argument("--prior", required=True, help="prior run directory (any prior)")
-    p.add_argument("--allow-mismatch", action="store_true",
-                   help="use an autoencoder other than the one the prior was trained on (refused otherwise)")
+    _add_pair_args(p)
     p.add_argument("--input", default=None, help="an image file, or a folder whose images (recursive) are all inpainted; "
                                                  "resized and center-cropped to the autoencoder's size")
     p.add_argument("--indices", default=None, help="instead of --input: comma-separated test-split indices (e.g. 0,5,7) "
@@ -201,13 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", default=None, help="instead of --box: a mask image, white (>= 128) where the prior fills, "
                                                 "resized and center-cropped like the inputs")
     p.add_argument("--samples", type=positive_int, default=4, help="fills drawn per input")
-    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (prior default if unset)")
-    p.add_argument("--temperature", type=float, default=1.0, help="temperature τ on the network's logits")
-    p.add_argument("--labels", default=None, help="class-conditional: comma-separated labels, cycled over the inputs "
-                                                  "(default with --indices: the test images' own labels)")
-    p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w")
-    p.add_argument("--batch-size", type=positive_int, default=256, help="samples per batch")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    _add_sampling_args(p, labels_help="cycled over the inputs (default with --indices: the test images' own labels)")
     _add_data_args(p, recorded=True)
     _add_runtime_args(p)
     p.add_argument("--out", required=True, help="directory for inpainting.png, inpainted.safetensors, inpainting.json")
@@ -228,14 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception-weights", default=None, help="local Inception-v3 weights file (for --extractor inception)")
     p.add_argument("--cache-dir", default=None, help="where trained classifier extractors are cached")
     p.add_argument("-n", "--num-samples", type=positive_int, default=1000, help="samples drawn from --prior")
-    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (prior default if unset)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
-    p.add_argument("--labels", default=None, help="class-conditional: comma-separated labels, cycled over the samples "
-                                                  "(default for a conditional prior: all classes in turn; its rows then "
-                                                  "include class_accuracy, the feature classifier's agreement)")
-    p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w")
-    p.add_argument("--batch-size", type=positive_int, default=256, help="samples per batch")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    _add_sampling_args(p, labels_help="cycled over the samples (default for a conditional prior: all classes in turn; "
+                                      "its rows then include class_accuracy, the feature classifier's agreement)")
     g = p.add_argument_group("parts (each logs a start line and its time on stderr)")
     g.add_argument("--no-nll", action="store_true", help="skip the held-out NLL (even with --latents)")
     g.add_argument("--nll-codes", type=positive_int, default=None,

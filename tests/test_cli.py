@@ -11,7 +11,7 @@ import torch
 from discrete_priors.cli import build_parser
 from discrete_priors.commands import parse_labels
 
-COMMANDS = ["train-ae", "encode", "train-prior", "sample", "inpaint", "eval", "demo"]
+COMMANDS = ["train-ae", "encode", "train-prior", "sample", "inpaint", "eval", "plot-log", "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -175,6 +175,9 @@ def test_whole_pipeline_through_the_cli(tmp_path):
     ["sample", "--ae", "a", "--prior", "p", "--out", "o", "-n", "-5"],
     ["sample", "--ae", "a", "--prior", "p", "--out", "o", "--steps", "0"],
     ["eval", "--out", "o", "--batch-size", "x"],
+    ["inpaint", "--ae", "a", "--prior", "p", "--out", "o", "--samples", "0"],
+    ["eval", "--out", "o", "--nll-codes", "0"],
+    ["train-ae", "--out", "o", "--size", "0"],
 ])
 def test_non_positive_counts_are_refused_at_parse_time_writing_nothing(argv, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
