@@ -241,7 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(unbiased, noisier; priors without such an estimate refuse it)")
     g.add_argument("--no-memorisation", action="store_true",
                    help="skip the nearest-training-image distances (and the training split's features)")
-    g.add_argument("--no-speed", action="store_true", help="skip the samples-per-second timing (4 extra batches)")
+    g.add_argument("--no-speed", action="store_true",
+                   help="skip the samples-per-second timing (a warm-up and 3 timed batches of --speed-batch-size)")
+    g.add_argument("--speed-batch-size", type=positive_int, default=64,
+                   help="batch size of the samples-per-second timing (4 batches of it are drawn: keep it small)")
     _add_runtime_args(p)
     p.add_argument("--experiment", default="eval", help="experiment name written in the rows")
     p.add_argument("--variant", default=None, help="variant name written in the rows (default: prior name and steps)")

@@ -224,7 +224,7 @@ def eval(args) -> dict:  # noqa: A001 - the CLI command is called eval
         with autocast_context(device, args.precision):
             scored = evaluate.score_prior(prior, ae, scorer, num_samples=args.num_samples, seed=args.seed,
                                           batch_size=args.batch_size, steps=args.steps, temperature=args.temperature,
-                                          guidance=args.guidance, labels=labels, speed_batch_size=args.batch_size,
+                                          guidance=args.guidance, labels=labels, speed_batch_size=args.speed_batch_size,
                                           test_codes=nll_codes, test_labels=nll_labels, memorisation=memorisation,
                                           speed=not args.no_speed, nll_timesteps=args.nll_timesteps, times=times)
         row = scored.row

@@ -5,7 +5,7 @@ run's ``train_log.jsonl``.
 ``train_log.jsonl`` (written by the trainer, training/trainer.py) holds one JSON object per logged
 step: ``step``, ``loss`` (the mean over the log window), ``lr``, ``grad_norm`` and ``terms`` (the
 model's named loss terms and diagnostics, e.g. ``recon``, ``psnr``, ``bit_entropy`` for an
-autoencoder, ``disc/...`` for its discriminator; ``bce``, ``vlb`` for a Bernoulli prior).
+autoencoder, ``disc/...`` for its discriminator; ``target``, ``vlb`` for a Bernoulli prior).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ FINAL_STEPS = ("threshold", "sample")
 
 class VLBOutput(NamedTuple):
     """bits_per_bit: (B,) the bound in bits per latent bit; terms: (B, M) nats per code of the
-    evaluated steps ``t`` (M,) (already scaled by T/M when estimated); prior: (B,) nats of
+    evaluated steps ``t`` (M,) (already weighted by their strata's sizes when estimated); prior: (B,) nats of
     KL(q(z^T|z⁰) ‖ B(½)); estimated: True when only a random subset of steps was evaluated."""
 
     bits_per_bit: torch.Tensor
@@ -208,28 +208,35 @@ class BernoulliDiffusion(Prior):
     def vlb(self, codes: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None,
             num_timesteps: int | None = None) -> VLBOutput:
         """Full variational bound −log p(z⁰) <= Σ_{t=1}^T E_q L_t + KL(q(z^T|z⁰) ‖ B(½)), one zᵗ per
-        t and code (T network calls of batch B). ``num_timesteps=M < T`` estimates it from M steps
-        drawn without replacement, scaled by T/M (unbiased; labelled ``estimated``)."""
+        t and code (T network calls of batch B). ``num_timesteps=M < T`` estimates it from M steps,
+        stratified: 1..T is cut into M consecutive strata of (nearly) equal size and one step is
+        drawn uniformly in each, its term weighted by its stratum's size (unbiased, labelled
+        ``estimated``). The terms fall steeply with t, so strata keep the early steps, which weigh
+        most, in every draw: on the `make demo` prior (T = 256, its 359 test codes) four M = 32
+        estimates gave 0.40-0.46 bits per bit against the full bound's 0.42, and M steps drawn
+        anywhere 0.33-0.44 (tests/test_bernoulli_math.py checks unbiasedness by enumeration)."""
         z0 = self.check_codes(codes)
         labels = self.check_labels(labels, z0.shape[0])
         T = self.timesteps
         if num_timesteps is None or num_timesteps >= T:
-            steps, scale = torch.arange(1, T + 1), 1.0
+            steps, weights = torch.arange(1, T + 1), torch.ones(T)
         else:
             if num_timesteps < 1:
                 raise ValueError(f"num_timesteps must be >= 1, got {num_timesteps}")
             device = generator.device if generator is not None else "cpu"
-            steps = (torch.randperm(T, generator=generator, device=device)[:num_timesteps] + 1).sort().values.cpu()
-            scale = T / num_timesteps
+            edges = torch.linspace(0, T, num_timesteps + 1, dtype=torch.float64).round().long()  # strata [e_i, e_i+1)
+            weights = (edges[1:] - edges[:-1]).double()
+            offsets = (torch.rand(num_timesteps, generator=generator, device=device, dtype=torch.float64).cpu() * weights)
+            steps = edges[:-1] + offsets.long().minimum(weights.long() - 1) + 1
         terms = []
-        for step in steps.tolist():
+        for step, weight in zip(steps.tolist(), weights.tolist()):
             t = torch.full((z0.shape[0],), step, dtype=torch.long, device=self.device)
             z_t = bm.q_sample(z0, torch.as_tensor(self.schedule.k(step).item(), dtype=z0.dtype, device=z0.device), generator=generator)
-            terms.append(self.step_vlb(z0, z_t, t, labels) * scale)
+            terms.append(self.step_vlb(z0, z_t, t, labels) * weight)
         terms = torch.stack(terms, 1)
         prior = bm.prior_term(z0, self.schedule.k(T).item()).flatten(1).sum(1)
         bits = (terms.sum(1) + prior) / (math.log(2) * z0[0].numel())
-        return VLBOutput(bits, terms, steps, prior, scale != 1.0)
+        return VLBOutput(bits, terms, steps, prior, len(steps) < T)
 
     @torch.no_grad()
     def nll(self, codes: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None,
