@@ -25,6 +25,7 @@ from discrete_priors.metrics.codes import (
 )
 from discrete_priors.metrics.distances import FeatureStats, feature_stats, frechet_distance
 from discrete_priors.metrics.features import FeatureExtractor, InceptionExtractor, get_extractor
+from discrete_priors.metrics.inception import TFInceptionExtractor
 from discrete_priors.metrics.memorisation import (
     Memorisation,
     MemorisationStats,
@@ -51,6 +52,7 @@ __all__ = [
     "MemorisationStats",
     "NearestNeighbours",
     "SmallCNN",
+    "TFInceptionExtractor",
     "Throughput",
     "binary_code_stats",
     "binary_entropy_bits",
