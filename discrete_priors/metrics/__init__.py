@@ -9,6 +9,7 @@ Typical use::
     prdc = precision_recall(extractor.features(test_images), extractor.features(samples))
 """
 
+from discrete_priors.metrics.bootstrap import BootstrapEstimate, bootstrap_quality
 from discrete_priors.metrics.classifier import (
     ClassAgreement,
     ClassifierExtractor,
@@ -41,6 +42,7 @@ from discrete_priors.metrics.speed import Throughput, measure_throughput
 __all__ = [
     "PRDC",
     "BinaryCodeStats",
+    "BootstrapEstimate",
     "CategoricalCodeStats",
     "ClassAgreement",
     "ClassifierExtractor",
@@ -56,6 +58,7 @@ __all__ = [
     "Throughput",
     "binary_code_stats",
     "binary_entropy_bits",
+    "bootstrap_quality",
     "categorical_code_stats",
     "class_agreement",
     "feature_stats",
