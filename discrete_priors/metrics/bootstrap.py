@@ -13,8 +13,10 @@ Per resample, every metric is recomputed from quantities fixed once on the full 
 * ``recall``, ``coverage``: the fraction of real points inside the union of the balls of the
   *distinct* resampled samples. Each sample keeps the k-NN radius it has in the full set (a
   duplicate would otherwise be its own neighbour at distance 0 and shrink the balls). A resample
-  holds only ≈ 63% distinct samples, so these resamples are centred *below* the full-set value:
-  read their ``std`` as the sample-set noise, not their interval as a confidence interval.
+  holds only ≈ 63% distinct samples, so these resamples are centred *below* the full-set value
+  (in tests/test_bootstrap.py's 2-d case: recall 0.998 on the full set, 0.90 ± 0.04 over
+  resamples): read their ``std`` as the sample-set noise, not their interval as a confidence
+  interval, and centre comparisons on ``estimate``.
 """
 
 from __future__ import annotations

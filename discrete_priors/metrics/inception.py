@@ -121,7 +121,8 @@ class TFInceptionExtractor:
     when its SHA-1 is ``TF_INCEPTION_SHA1``. device: where the network runs. precision: ``fp32``
     (default; on CUDA with TF32 switched off for these convolutions, so fp32 means fp32), or
     ``bf16``/``fp16`` (input and activations in that dtype — faster on a GPU, but the features,
-    and so FIDs, differ slightly from fp32 ones). resize: ``bilinear`` (default) or ``bicubic``,
+    and so FIDs, differ from fp32 ones: bf16 features were 1.7% off fp32 in relative norm on one
+    test image, measured on CPU). resize: ``bilinear`` (default) or ``bicubic``,
     both antialiased. Any non-default choice is part of :attr:`name`, e.g.
     ``inception-tf-2015[bicubic,bf16]``: FIDs are comparable only within one name."""
 
