@@ -48,6 +48,20 @@ def test_installed_file_is_the_pinned_tf_inception_torchscript():
     assert "interpolate" not in layers.code and "interpolate" not in net.net.code  # no resize of its own
 
 
+@needs_weights
+def test_first_batch_norm_statistics_imply_imagenet_mean_colour_in_rgb_scaled_to_minus_one_one():
+    # The first conv's stored running mean is E[conv(x)] ≈ Σ_c (Σ W_kc) · (mean pixel of channel c)
+    # over ImageNet: solving for the mean pixel recovers the input scaling and channel order the
+    # graph was trained with. ImageNet's mean colour (0.485, 0.456, 0.406) as (v − 128)/128 is
+    # (−0.034, −0.092, −0.191); as [0, 1] or in BGR order it would be far from what is implied.
+    conv = torch.jit.load(str(WEIGHTS), map_location="cpu").net.layers.conv
+    response = conv.weight.double().sum(dim=(2, 3))  # (32, 3): each filter's gain per input channel
+    implied = torch.linalg.lstsq(response, conv.mean.double()[:, None]).solution.squeeze(1)
+    imagenet = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64)
+    torch.testing.assert_close(implied, (imagenet * 255 - 128) / 128, rtol=0, atol=0.01)  # measured: ≤ 0.005 off
+    assert ((response @ implied - conv.mean.double()).norm() / conv.mean.double().norm()).item() < 0.02
+
+
 def test_preprocessing_quantises_resizes_repeats_grey_and_scales_like_the_tf_graph():
     constant = torch.full((2, 1, 16, 16), 0.3)
     x = tf_inception_input(constant)

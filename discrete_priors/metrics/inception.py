@@ -15,7 +15,9 @@ not torchvision's network: batch norms have no scale (beta only, eps 1e-3), aver
 padding, and the last block (mixed_10) pools its branch with a max pool — the known quirks of the
 TF graph that pytorch-fid reimplements. The input must therefore be 299×299 (any other size gives
 wrong rows: 600×600 returns 4 rows per image) and scaled as the TF graph's own first op did,
-``(pixel - 128) / 128`` for 8-bit pixels, i.e. [-1, 127/128].
+``(pixel - 128) / 128`` for 8-bit pixels, i.e. [-1, 127/128]. The file confirms the scaling and RGB
+order: the running mean of its first batch norm implies a mean input pixel of (-0.037, -0.096,
+-0.195), ImageNet's mean colour (0.485, 0.456, 0.406) under that scaling being (-0.034, -0.092, -0.191).
 
 Preprocessing here (:func:`tf_inception_input`), in this order:
 1. clamp to [0, 1] and round to 8-bit levels (what a saved PNG holds; real data already is);
