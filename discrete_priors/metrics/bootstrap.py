@@ -6,8 +6,16 @@ reference (real) set is held fixed and the M sample features are resampled with 
 (Efron 1979, https://doi.org/10.1214/aos/1176344552), ``resamples`` times, from one
 ``torch.Generator`` seed.
 
+Read the ``std`` of a result as the sample-set noise and centre comparisons on ``estimate``, not on
+the resamples' mean or interval: a resample with replacement holds only ≈ 63% distinct samples, so
+statistics that depend on how many distinct points there are shift. Measured on the Fashion-MNIST
+train-vs-test floor in the 2048-d Inception space, n = 1,000 vs 1,000, 20 resamples: FD 18.09 on
+the full set, 23.70 ± 0.30 over resamples (FD's positive bias grows as the effective n shrinks);
+precision 0.822 vs 0.823 ± 0.011 (unshifted; binomial se 0.012); recall 0.796 vs 0.70 ± 0.009.
+
 Per resample, every metric is recomputed from quantities fixed once on the full sets:
-* ``fd``: the resample's Gaussian against the reference statistics;
+* ``fd``: the resample's Gaussian against the reference statistics (its resamples are shifted up
+  in high dimension, as above; in 1-d the shift is negligible and the std is the delta-method se);
 * ``precision``, ``density``: means over samples of per-sample values (inside some real k-NN
   ball / how many), so a resample re-weights them — the bootstrap is the textbook one;
 * ``recall``, ``coverage``: the fraction of real points inside the union of the balls of the
@@ -43,6 +51,11 @@ class BootstrapEstimate(NamedTuple):
     high: float
     resamples: int
     level: float
+
+    @property
+    def shift(self) -> float:
+        """mean − estimate: how far the resamples sit from the full-set value (see the module docstring)."""
+        return self.mean - self.estimate
 
 
 class _Manifolds:
