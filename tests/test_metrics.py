@@ -125,6 +125,28 @@ def test_fd_rejects_complex_root_and_bad_inputs():
         frechet_distance(np.full((5, 3), np.nan), np.zeros((5, 3)))
 
 
+def test_fd_eigh_method_agrees_with_sqrtm_on_full_rank_covariances():
+    a = torch.randn(400, 24, generator=gen(7), dtype=torch.float64) @ torch.randn(24, 24, generator=gen(8), dtype=torch.float64)
+    b = torch.randn(300, 24, generator=gen(9), dtype=torch.float64) * 1.5 + 0.3
+    assert frechet_distance(a, b, method="eigh") == pytest.approx(frechet_distance(a, b), rel=1e-9)
+    assert abs(frechet_distance(a, a, method="eigh")) < 1e-9 * np.trace(feature_stats(a).sigma)
+    with pytest.raises(ValueError, match="unknown method 'svd'"):
+        frechet_distance(a, b, method="svd")
+
+
+def test_fd_eigh_method_is_exact_with_fewer_samples_than_dimensions():
+    # n < D: Σ = XᵀX/(n−1) with centred X, and the nonzero eigenvalues of Σ_a Σ_b are those of
+    # M Mᵀ, M = X_a X_bᵀ / sqrt((n_a−1)(n_b−1)): Tr (Σ_a Σ_b)^½ is M's nuclear norm, no offset.
+    a = torch.randn(12, 64, generator=gen(10), dtype=torch.float64).numpy()
+    b = (torch.randn(9, 64, generator=gen(11), dtype=torch.float64) * 0.7 + 0.2).numpy()
+    xa, xb = a - a.mean(0), b - b.mean(0)
+    nuclear = np.linalg.svd(xa @ xb.T / math.sqrt((len(a) - 1) * (len(b) - 1)), compute_uv=False).sum()
+    sa, sb = feature_stats(a).sigma, feature_stats(b).sigma
+    expected = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(sa) + np.trace(sb) - 2 * nuclear
+    assert frechet_distance(a, b, method="eigh") == pytest.approx(expected, rel=1e-10)
+    assert abs(frechet_distance(a, a, method="eigh")) < 1e-10 * np.trace(sa)
+
+
 # ----------------------------------------------------------------- precision / recall / PRDC
 
 

