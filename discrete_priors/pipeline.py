@@ -267,8 +267,9 @@ def train_prior(*, out: str | Path, latents_dir: str | Path, prior: str = "berno
             raise ValueError(f"--class-conditional needs labels, but the cache in {latents_dir} has none")
         num_classes = int(cache.labels.max()) + 1
     source = cache.batches(resample=resample, labels=class_conditional)  # checks before anything is written
+    kwargs = data_config(prior, cache) | (prior_kwargs or {})  # what the caller gives wins
     torch.manual_seed(train_config.get("seed", 0))
-    model = build_prior(prior, cache.spec, num_classes=num_classes, **(prior_kwargs or {}))
+    model = build_prior(prior, cache.spec, num_classes=num_classes, **kwargs)
     info_path = Path(out) / "prior.json"
     if info_path.exists() and read_json(info_path).get("autoencoder_hash") != cache.autoencoder_hash:
         raise ValueError(f"the prior in {out} was trained on codes of another autoencoder than the cache in "
@@ -278,6 +279,19 @@ def train_prior(*, out: str | Path, latents_dir: str | Path, prior: str = "berno
     config = TrainConfig.from_dict(train_config)
     trainer = Trainer(model, source, config, Path(out), progress=progress_enabled(progress))
     return trainer.fit()
+
+
+def data_config(prior: str, cache) -> dict:
+    """The constructor keywords prior ``prior`` computes once from the training codes of ``cache``
+    (:meth:`Prior.config_from_codes`, e.g. the Gaussian prior's ``latent_scale`` = 1/std, as LDM);
+    stored in the prior's config, so sampling and evaluation reuse the very same values. Only a
+    prior that overrides the hook pays for decoding the whole cache."""
+    from discrete_priors.priors import PRIORS, Prior
+
+    cls = PRIORS[prior]
+    if cls.config_from_codes.__func__ is Prior.config_from_codes.__func__:
+        return {}
+    return cls.config_from_codes(cache.codes)
 
 
 def check_data_record(run_dir: str | Path, record: dict, *, create: bool = False) -> None:
