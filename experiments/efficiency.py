@@ -8,7 +8,9 @@ smoke preset stops at 64). Rows: variant ``"<prior>/bs=<B>"`` with samples_per_s
 three timed batches after one warm-up, :func:`discrete_priors.metrics.measure_throughput`),
 nfe_per_sample (network evaluations per sample; an upper bound for absorbing, which stops once
 every position is revealed), batch_size and params. No feature extractor is needed, so this runner
-also runs at the paper preset without Inception weights.
+also runs at the paper preset without Inception weights. The continuous-latent reference
+``gaussian/bs=<B>`` is the samplers runner's Gaussian diffusion on the plain continuous latents at
+its recipe's ``default_steps`` (DDIM), recorded under the continuous baseline's config hash.
 
 The scaling study (:func:`run_scaling`, ``python -m experiments efficiency-scaling``) times every
 prior with untrained weights over latent grids, bits per position and network sizes
@@ -36,9 +38,10 @@ from discrete_priors.latents.base import CodeSpec
 from discrete_priors.priors import PRIORS as REGISTRY, build_prior
 from discrete_priors.results import append_rows, has_cell, make_rows
 from discrete_priors.training.distributed import resolve_device
-from experiments.common import Preset, ScalingNet, done, ensure_samplers_prior, record, shared_binary_latents
+from experiments.common import (Preset, ScalingNet, continuous_latents, done, ensure_gaussian_prior, ensure_samplers_prior,
+                                record, shared_binary_latents)
 
-PRIORS = ("bernoulli", "absorbing", "autoregressive")
+PRIORS = ("bernoulli", "absorbing", "autoregressive", "gaussian")
 BATCH_SIZES = (1, 16, 64, 256)
 
 
@@ -49,20 +52,26 @@ def batch_sizes(preset: Preset) -> list[int]:
 
 def run(preset: Preset, out: Path, *, priors=None, data_dir=None, progress: bool | None = None,
         repeats: int = 3) -> None:
-    """priors: which to time (default: each of :data:`PRIORS` that the preset has a recipe for)."""
+    """priors: which to time (default: each of :data:`PRIORS` that the preset has a recipe for;
+    gaussian: the continuous baseline's)."""
     out = Path(out)
-    priors = [p for p in PRIORS if p in preset.prior_recipes] if priors is None else list(priors)
+    priors = [p for p in PRIORS if p in preset.prior_recipes or p == "gaussian"] if priors is None else list(priors)
     for seed in preset.seeds:
         todo = {name: [b for b in batch_sizes(preset)
                        if not done(out, preset=preset, experiment="efficiency", variant=f"{name}/bs={b}", seed=seed)]
                 for name in priors}
         if not any(todo.values()):
             continue
-        binary = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
         for name in priors:
             if not todo[name]:
                 continue
-            prior = pipeline.load_prior(ensure_samplers_prior(preset, out, latents=binary, prior=name, seed=seed))
+            if name == "gaussian":
+                latents = continuous_latents(preset, out, kl=False, seed=seed, data_dir=data_dir)
+                prior_dir = ensure_gaussian_prior(preset, out, latents=latents, seed=seed)
+            else:
+                latents = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
+                prior_dir = ensure_samplers_prior(preset, out, latents=latents, prior=name, seed=seed)
+            prior = pipeline.load_prior(prior_dir)
             params = evaluate.count_parameters(prior)
             for batch in todo[name]:
                 # steps=None: each prior's own default (bernoulli default_steps, absorbing T, AR N)

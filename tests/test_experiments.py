@@ -51,17 +51,21 @@ def expected_cells(smoke) -> dict[str, dict[str, set[str]]]:
     ablation_variants = [f"target={t}/vlb={lam}" for t in ("direct", "x0", "residual") for lam in ("0", "0.1")]
     ablation_variants += [f"reverse={r}/balance={b}" for r in ("mixture", "joint") for b in ("none", "class_balanced")]
     ablation_variants += ["final=threshold", "final=sample", "schedule=linear", "schedule=cosine"]
+    continuous = {"nll_bits_per_dim", "samples_per_s", "params", "latent_dim", "bits_per_image"}
     return {
         "samplers": {v: quality | {"nll_bits_per_bit", "samples_per_s", "params"}
                      for v in ("bernoulli", "absorbing", "autoregressive", "absorbing/latents=vq-K256",
-                               "autoregressive/latents=vq-K256")} | {"real": quality},
+                               "autoregressive/latents=vq-K256")} | {"real": quality}
+                    | {f"gaussian/latents=continuous-d4{kl}": quality | continuous for kl in ("", "-kl")},
         "steps": {f"{p}/S={s}": quality | {"samples_per_s"}
-                  for p in ("bernoulli", "absorbing") for s in (4, 8, 16, 32)},
-        "efficiency": {f"{p}/bs={b}": speed for p in ("bernoulli", "absorbing", "autoregressive") for b in (1, 16, 64)},
+                  for p in ("bernoulli", "absorbing", "gaussian") for s in (4, 8, 16, 32)},
+        "efficiency": {f"{p}/bs={b}": speed for p in ("bernoulli", "absorbing", "autoregressive", "gaussian")
+                       for b in (1, 16, 64)},
         "ablation": {v: quality for v in ablation_variants},
         "figures": {f"temperature/tau={t}": quality for t in ("0.6", "0.8", "0.9", "1")}
                    | {f"class-conditional/w={w}": quality | {"class_accuracy"} for w in ("0", "1", "3")}
-                   | {f"inpainting/{p}": quality for p in ("bernoulli", "absorbing", "autoregressive")},
+                   | {f"class-conditional/prior=gaussian/w={w}": quality | {"class_accuracy"} for w in ("0", "1", "3")}
+                   | {f"inpainting/{p}": quality for p in ("bernoulli", "absorbing", "autoregressive", "gaussian")},
     }
 
 
@@ -90,16 +94,20 @@ def test_runner_writes_every_variant_and_metric_finite(experiment_dir, smoke, ex
 def test_steps_and_efficiency_reuse_the_samplers_priors(experiment_dir):
     priors = sorted(p.name for p in (experiment_dir / "priors").iterdir())
     # three priors on binary codes + two on VQ tokens, 7 ablation models less the baseline (the
-    # samplers' Bernoulli prior), the class-conditional prior of the figures; nothing for steps or efficiency
+    # samplers' Bernoulli prior), the class-conditional prior of the figures, the Gaussian baseline on
+    # the plain and KL continuous latents and its class-conditional twin; nothing for steps or efficiency
     assert sum(p.startswith("samplers-") for p in priors) == 5
     assert sum(p.startswith("ablation-") for p in priors) == 6
     assert "figures-bernoulli-cond-binary-c32-seed0" in priors
-    assert len(priors) == 12
+    assert {"gaussian-continuous-d4-seed0", "gaussian-continuous-d4-kl-seed0", "gaussian-cond-continuous-d4-seed0"} <= set(priors)
+    assert len(priors) == 15
     grids = sorted(p.name for p in (experiment_dir / "samples" / "figures").glob("*.png"))
     captions = sorted(p.name for p in (experiment_dir / "samples" / "figures").glob("*.txt"))
     assert captions == [g.replace(".png", ".txt") for g in grids]
-    assert grids == [f"{g}-seed0.png" for g in ("class_conditional", "inpainting", "reconstruction", "temperature")]
-    assert sorted(p.name for p in (experiment_dir / "ae").iterdir()) == ["binary-c32-seed0", "vq-K256-seed0"]
+    assert grids == [f"{g}-seed0.png" for g in ("class_conditional", "class_conditional_gaussian", "inpainting",
+                                                  "reconstruction", "temperature")]
+    assert sorted(p.name for p in (experiment_dir / "ae").iterdir()) == ["binary-c32-seed0", "continuous-d4-kl-seed0",
+                                                                         "continuous-d4-seed0", "vq-K256-seed0"]
 
 
 def test_efficiency_rows_count_network_evaluations_of_each_recipe(experiment_dir, smoke):
@@ -109,6 +117,18 @@ def test_efficiency_rows_count_network_evaluations_of_each_recipe(experiment_dir
     assert nfe["bernoulli/bs=16"] == recipes["bernoulli"].kwargs["default_steps"]  # 8
     assert nfe["absorbing/bs=16"] == recipes["absorbing"].kwargs["timesteps"]  # 32
     assert nfe["autoregressive/bs=16"] == 4 * 4  # one step per position of the 4x4 grid
+    assert nfe["gaussian/bs=16"] == smoke.continuous.recipe.kwargs["default_steps"]  # 8 DDIM steps
+
+
+def test_gaussian_rows_carry_the_continuous_hash_and_state_their_code_size(experiment_dir, smoke):
+    df = pd.read_csv(experiment_dir / "results.csv")
+    gaussian = df["variant"].str.split("/|=", regex=True).map(lambda parts: "gaussian" in parts)
+    assert gaussian.sum() > 0 and set(df.loc[gaussian, "config_hash"]) == {smoke.continuous_hash()}
+    assert set(df.loc[~gaussian, "config_hash"]) == {smoke.hash()}  # the other rows keep the pinned hash
+    rows = df[(df["experiment"] == "samplers") & df["variant"].str.startswith("gaussian/")]
+    size = rows.pivot_table(index="variant", columns="metric", values="value")
+    assert (size["latent_dim"] == 4).all() and (size["bits_per_image"] == 4 * 4 * 4 * 16).all()
+    assert "nll_bits_per_bit" not in set(rows["metric"])  # bits per dimension only, in its own column
 
 
 def test_ablation_samples_every_variant_with_all_T_steps(experiment_dir, smoke):

@@ -70,6 +70,7 @@ class GaussianDiffusion(Prior):
       deterministic map of x_T (so τ does nothing at η = 0).
     inpaint_renoise: known latents re-imposed after each step as q(x_s | x_0) draws (True) or
       clean (False); the returned codes carry the known values exactly either way.
+    nll_timesteps: M, the steps :meth:`nll` evaluates by default (None: all T; see :meth:`vlb`).
     """
 
     accepts = frozenset({"continuous"})
@@ -99,6 +100,7 @@ class GaussianDiffusion(Prior):
         default_steps: int | None = None,
         temperature: float = 1.0,
         inpaint_renoise: bool = True,
+        nll_timesteps: int | None = None,
     ):
         super().__init__(spec, num_classes=num_classes, cond_drop_prob=cond_drop_prob)
         if schedule not in GAUSSIAN_SCHEDULES:
@@ -113,6 +115,8 @@ class GaussianDiffusion(Prior):
         if min_snr_gamma <= 0:
             raise ValueError(f"min_snr_gamma must be > 0, got {min_snr_gamma}")
         sampling.check_temperature(temperature)
+        if nll_timesteps is not None and not 1 <= nll_timesteps <= timesteps:
+            raise ValueError(f"nll_timesteps must be None (all T steps) or in [1, {timesteps}], got {nll_timesteps}")
         default_steps = timesteps if default_steps is None else default_steps
         sampling.sampling_grid(timesteps, default_steps)  # validates both
         sizes = network_sizes(preset, dim=dim, depth=depth, heads=heads)
@@ -120,8 +124,9 @@ class GaussianDiffusion(Prior):
             cond=cond, pos_emb=pos_emb, cond_drop_prob=self.cond_drop_prob, timesteps=timesteps, schedule=schedule,
             target=target, loss_weighting=loss_weighting, min_snr_gamma=float(min_snr_gamma),
             latent_scale=float(latent_scale), sampler=sampler, eta=float(eta), default_steps=default_steps,
-            temperature=float(temperature), inpaint_renoise=bool(inpaint_renoise),
+            temperature=float(temperature), inpaint_renoise=bool(inpaint_renoise), nll_timesteps=nll_timesteps,
         )
+        self.nll_timesteps = nll_timesteps
         self.timesteps, self.target, self.loss_weighting = timesteps, target, loss_weighting
         self.latent_scale, self.sampler, self.eta = float(latent_scale), sampler, float(eta)
         self.default_steps, self.temperature, self.inpaint_renoise = default_steps, temperature, inpaint_renoise
@@ -250,7 +255,9 @@ class GaussianDiffusion(Prior):
     def nll(self, codes: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None,
             num_timesteps: int | None = None) -> NLLOutput:
         """The VLB (:meth:`vlb`) in bits per latent dimension of the float16-discretised codes
-        (unit ``bits_per_dim``, not comparable with bits per latent bit); ``exact`` is False."""
+        (unit ``bits_per_dim``, not comparable with bits per latent bit); ``exact`` is False.
+        ``num_timesteps=None``: the config's ``nll_timesteps``."""
+        num_timesteps = self.nll_timesteps if num_timesteps is None else num_timesteps
         out = self.vlb(codes, labels, generator=generator, num_timesteps=num_timesteps)
         return NLLOutput(out.bits_per_dim, False, self.nll_unit)
 
