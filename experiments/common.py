@@ -153,6 +153,14 @@ class Preset:
         """Config hash of the Gaussian-diffusion rows: the preset's own hash and the continuous baseline."""
         return config_hash({"preset": self.hash(), "continuous": asdict(self.continuous)})
 
+    def continuous_scaling_hash(self) -> str:
+        """Config hash of the scaling study's Gaussian-diffusion cells: its grid and the baseline's recipe."""
+        return config_hash({"scaling": self.scaling_hash(), "continuous": asdict(self.continuous)})
+
+    def recipe(self, prior: str) -> PriorRecipe:
+        """How ``prior`` is trained: the continuous baseline's recipe for ``gaussian``, else its own."""
+        return self.continuous.recipe if prior == "gaussian" else self.prior_recipes[prior]
+
     def scaling_hash(self) -> str:
         """Config hash of the scaling study's rows: its grid and the priors' recipes."""
         return config_hash({"scaling": asdict(self.scaling),

@@ -259,10 +259,11 @@ def test_scaling_grid_changes_only_the_scaling_hash():
 def test_efficiency_scaling_cells_cover_every_prior_of_the_recipes():
     cells = efficiency.scaling_cells(common.get_preset("cpu"))
     variants = [cell.variant for cell in cells]
-    # 2 nets x 3 grids x 2 bit widths x (bernoulli S=16, absorbing S=256 and S=16, autoregressive)
-    assert len(variants) == len(set(variants)) == 48
+    # 2 nets x 3 grids x 2 bit widths x (bernoulli S=16, absorbing S=256 and S=16, autoregressive, gaussian)
+    assert len(variants) == len(set(variants)) == 60
     assert {"bernoulli/S=16/N=256/c=32/net=paper", "absorbing/S=256/N=16/c=64/net=cpu",
-            "absorbing/S=16/N=64/c=32/net=paper", "autoregressive/N=256/c=64/net=cpu"} <= set(variants)
+            "absorbing/S=16/N=64/c=32/net=paper", "autoregressive/N=256/c=64/net=cpu",
+            "gaussian/N=256/c=32/net=paper"} <= set(variants)
     later = replace(common.get_preset("smoke"), prior_recipes={**common.get_preset("smoke").prior_recipes,
                                                                "newprior": common.PriorRecipe()})
     assert sum(cell.prior == "newprior" and cell.steps is None for cell in efficiency.scaling_cells(later)) == 2
@@ -284,7 +285,10 @@ def test_efficiency_scaling_smoke_rows_extrapolate_diffusion_and_run_ar_in_full(
     smoke = common.get_preset("smoke")
     efficiency.run_scaling(smoke, tmp_path)
     df = pd.read_csv(tmp_path / "results.csv")
-    assert set(df["experiment"]) == {"efficiency-scaling"} and set(df["config_hash"]) == {smoke.scaling_hash()}
+    assert set(df["experiment"]) == {"efficiency-scaling"}
+    gaussian = df["variant"].str.startswith("gaussian/")
+    assert set(df.loc[~gaussian, "config_hash"]) == {smoke.scaling_hash()}
+    assert set(df.loc[gaussian, "config_hash"]) == {smoke.continuous_scaling_hash()}
     wide = df.pivot_table(index="variant", columns="metric", values="value")
     assert sorted(wide.index) == sorted(cell.variant for cell in efficiency.scaling_cells(smoke))
     assert np.isfinite(wide.to_numpy()).all() and (wide["peak_mem_mb"] >= 0).all()
@@ -295,6 +299,8 @@ def test_efficiency_scaling_smoke_rows_extrapolate_diffusion_and_run_ar_in_full(
             assert (row(name)["nfe_per_sample"], row(name)["timed_passes"], row(name)["extrapolated"]) == (nfe, 2, 1)
         ar = row("autoregressive")
         assert (ar["nfe_per_sample"], ar["timed_passes"], ar["extrapolated"]) == (N, N, 0)  # one pass per position
+        gauss = row("gaussian")  # continuous codes of the same shape, DDIM at the recipe's 8 steps
+        assert (gauss["nfe_per_sample"], gauss["timed_passes"], gauss["extrapolated"]) == (8, 2, 1)
     assert np.allclose(wide["samples_per_s"] * wide["seconds_per_batch"], wide["batch_size"])
     assert (wide["batch_size"] == 4).all()
     before = (tmp_path / "results.csv").read_bytes()
