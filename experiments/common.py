@@ -139,7 +139,8 @@ class Preset:
         "autoregressive": PriorRecipe(),
     })
     scaling: ScalingGrid = field(default_factory=ScalingGrid)
-    continuous: ContinuousBaseline = field(default_factory=ContinuousBaseline)
+    # the Gaussian-diffusion reference rows of samplers/steps/efficiency/figures; None: none of them
+    continuous: ContinuousBaseline | None = field(default_factory=ContinuousBaseline)
 
     def hash(self) -> str:
         """The config hash every trained-model cell is recorded under. ``scaling`` is left out:
@@ -151,11 +152,16 @@ class Preset:
 
     def continuous_hash(self) -> str:
         """Config hash of the Gaussian-diffusion rows: the preset's own hash and the continuous baseline."""
-        return config_hash({"preset": self.hash(), "continuous": asdict(self.continuous)})
+        return config_hash({"preset": self.hash(), "continuous": asdict(self.continuous) if self.continuous else None})
 
     def continuous_scaling_hash(self) -> str:
         """Config hash of the scaling study's Gaussian-diffusion cells: its grid and the baseline's recipe."""
-        return config_hash({"scaling": self.scaling_hash(), "continuous": asdict(self.continuous)})
+        return config_hash({"scaling": self.scaling_hash(),
+                            "continuous": asdict(self.continuous) if self.continuous else None})
+
+    def priors_with(self, priors) -> list[str]:
+        """``priors`` less ``gaussian`` when the preset has no continuous baseline."""
+        return [p for p in priors if p != "gaussian" or self.continuous is not None]
 
     def recipe(self, prior: str) -> PriorRecipe:
         """How ``prior`` is trained: the continuous baseline's recipe for ``gaussian``, else its own."""

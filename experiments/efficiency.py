@@ -59,6 +59,7 @@ def run(preset: Preset, out: Path, *, priors=None, data_dir=None, progress: bool
     gaussian: the continuous baseline's)."""
     out = Path(out)
     priors = [p for p in PRIORS if p in preset.prior_recipes or p == "gaussian"] if priors is None else list(priors)
+    priors = preset.priors_with(priors)
     for seed in preset.seeds:
         todo = {name: [b for b in batch_sizes(preset)
                        if not done(out, preset=preset, experiment="efficiency", variant=f"{name}/bs={b}", seed=seed)]
@@ -113,7 +114,7 @@ def scaling_cells(preset: Preset) -> list[ScalingCell]:
     the recipes is timed too) and the continuous baseline's ``gaussian``, at its listed step
     counts, on every grid, bit width (gaussian: latent dimensions) and net size."""
     grid = preset.scaling
-    priors = (*preset.prior_recipes, "gaussian")
+    priors = preset.priors_with((*preset.prior_recipes, "gaussian"))
     unknown = set(grid.steps) - set(priors)
     if unknown:
         raise ValueError(f"scaling steps name priors without a recipe in preset {preset.name!r}: {sorted(unknown)}; "

@@ -75,9 +75,10 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
     figures = out / "samples" / "figures"
     scoring = scoring_for(preset, out, data_dir=data_dir)
     n = preset.num_samples
+    with_gaussian = preset.continuous is not None
     variants = ([f"temperature/tau={tau:g}" for tau in TEMPERATURES] + [f"class-conditional/w={w:g}" for w in GUIDANCE]
-                + [f"class-conditional/prior=gaussian/w={w:g}" for w in GUIDANCE]
-                + [f"inpainting/{name}" for name in (*INPAINT_PRIORS, "gaussian")])
+                + [f"class-conditional/prior=gaussian/w={w:g}" for w in GUIDANCE] * with_gaussian
+                + [f"inpainting/{name}" for name in (*INPAINT_PRIORS, "gaussian")[:len(INPAINT_PRIORS) + with_gaussian]])
 
     def score(variant: str, seed: int, images: torch.Tensor, extra: dict | None = None) -> None:
         quality = scoring.scorer(images)
@@ -127,8 +128,8 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
             save_grid(torch.cat(blocks), figures / f"class_conditional-seed{seed}.png", nrow=prior.num_classes, scale=2)
 
         continuous = None  # the continuous baseline's plain latents, made on first use
-        cells = [f"class-conditional/prior=gaussian/w={w:g}" for w in GUIDANCE]
-        if test_cache.labels is not None and not all(done(out, preset=preset, experiment="figures", variant=c, seed=seed)
+        cells = [f"class-conditional/prior=gaussian/w={w:g}" for w in GUIDANCE] * with_gaussian
+        if cells and test_cache.labels is not None and not all(done(out, preset=preset, experiment="figures", variant=c, seed=seed)
                                                      for c in cells):
             continuous = continuous_latents(preset, out, kl=False, seed=seed, data_dir=data_dir)
             prior = pipeline.load_prior(ensure_gaussian_prior(preset, out, latents=continuous, seed=seed,
@@ -149,7 +150,8 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
 
         # Fig. 8: inpainting the bottom half of real test codes
         cells = [f"inpainting/{name}" for name in INPAINT_PRIORS]
-        if not all(done(out, preset=preset, experiment="figures", variant=c, seed=seed) for c in [*cells, "inpainting/gaussian"]):
+        gaussian_cells = ["inpainting/gaussian"] * with_gaussian
+        if not all(done(out, preset=preset, experiment="figures", variant=c, seed=seed) for c in [*cells, *gaussian_cells]):
             known = test_cache.codes[:n]
             mask = top_half_mask(ae.code_spec, len(known))
             rows = [scoring.test[:PER_ROW]]
@@ -159,17 +161,17 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
                 rows.append(samples.images[:PER_ROW])
                 if not done(out, preset=preset, experiment="figures", variant=cell, seed=seed):
                     score(cell, seed, samples.images)
-            # the continuous-latent reference, on the same test images' continuous codes
-            continuous = continuous or continuous_latents(preset, out, kl=False, seed=seed, data_dir=data_dir)
-            known = load_latent_cache(continuous.latents / "test.safetensors").codes[:n]
-            prior = pipeline.load_prior(ensure_gaussian_prior(preset, out, latents=continuous, seed=seed))
-            continuous_ae = pipeline.load_autoencoder(continuous.ae_dir)
-            samples = pipeline.sample_images(continuous_ae, prior, len(known), seed=seed, progress=progress,
-                                             inpaint_mask=top_half_mask(continuous_ae.code_spec, len(known)),
-                                             known_codes=known)
-            rows.append(samples.images[:PER_ROW])
-            if not done(out, preset=preset, experiment="figures", variant="inpainting/gaussian", seed=seed):
-                score("inpainting/gaussian", seed, samples.images)
+            if with_gaussian:  # the continuous-latent reference, on the same test images' continuous codes
+                continuous = continuous or continuous_latents(preset, out, kl=False, seed=seed, data_dir=data_dir)
+                known = load_latent_cache(continuous.latents / "test.safetensors").codes[:n]
+                prior = pipeline.load_prior(ensure_gaussian_prior(preset, out, latents=continuous, seed=seed))
+                continuous_ae = pipeline.load_autoencoder(continuous.ae_dir)
+                samples = pipeline.sample_images(continuous_ae, prior, len(known), seed=seed, progress=progress,
+                                                 inpaint_mask=top_half_mask(continuous_ae.code_spec, len(known)),
+                                                 known_codes=known)
+                rows.append(samples.images[:PER_ROW])
+                if not done(out, preset=preset, experiment="figures", variant="inpainting/gaussian", seed=seed):
+                    score("inpainting/gaussian", seed, samples.images)
             save_grid(torch.cat(rows), figures / f"inpainting-seed{seed}.png", nrow=PER_ROW, scale=2)
 
         for name, caption in CAPTIONS.items():

@@ -46,7 +46,7 @@ def variants(preset: Preset, *, priors=PRIORS, vq_priors=VQ_PRIORS, continuous: 
     """Row name -> which prior it trains, on which latents (``continuous``: with the two Gaussian rows)."""
     vq_name = f"vq-K{preset.vq_codebook}"
     rows = {name: Row(name, False) for name in priors} | {f"{name}/latents={vq_name}": Row(name, True) for name in vq_priors}
-    if continuous:
+    if continuous and preset.continuous is not None:
         rows |= {f"gaussian/latents={name}": Row("gaussian", False, kl)
                  for kl, name in enumerate(preset.continuous.latents())}
     return rows

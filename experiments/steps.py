@@ -40,6 +40,7 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, data_dir=None, progress: bo
     unknown = set(priors) - set(PRIORS)
     if unknown:
         raise ValueError(f"the steps runner compares {PRIORS}, got unknown priors {sorted(unknown)}")
+    priors = preset.priors_with(priors)
     out = Path(out)
     scoring = scoring_for(preset, out, data_dir=data_dir)
 

@@ -181,7 +181,8 @@ def test_paper_preset_runs_one_step_on_an_image_folder(tmp_path, monkeypatch):
     for i in range(8):
         Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(images / f"{i}.png")
     recipe = common.PriorRecipe({"parameterization": "residual", "timesteps": 4, "default_steps": 2}, resample=True)
-    paper = replace(common.PRESETS["paper"], size=32, ae_batch=1, prior_batch=1, prior_recipes={"bernoulli": recipe})
+    paper = replace(common.PRESETS["paper"], size=32, ae_batch=1, prior_batch=1, prior_recipes={"bernoulli": recipe},
+                    continuous=None)  # no Gaussian reference rows: only the Bernoulli recipe's cell
     monkeypatch.setitem(common.PRESETS, "paper", paper)
     out = tmp_path / "out"
     assert experiments_main(["efficiency", "--preset", "paper", "--out", str(out), "--data-dir", str(images),
