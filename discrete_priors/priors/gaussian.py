@@ -214,7 +214,7 @@ class GaussianDiffusion(Prior):
             num_timesteps: int | None = None) -> GaussianVLB:
         """−log₂ P(z) per latent dimension <= the VLB, for z the codes rounded to float16 (their
         storage grid) and P the model's probability of z's float16 rounding interval (docs/method.md
-        §9.5): KL(q(x_T|x_0) ‖ N(0, I)) + Σ_{t=2}^T E_q ½(SNR_{t−1} − SNR_t)‖x̂_0 − x_0‖² + E_q −log p(z|x_1),
+        §9.4): KL(q(x_T|x_0) ‖ N(0, I)) + Σ_{t=2}^T E_q ½(SNR_{t−1} − SNR_t)‖x̂_0 − x_0‖² + E_q −log p(z|x_1),
         the decoder p(z | x_1) = Π N(x̂_0, β_1) integrated over each scaled interval. One x_t per t
         and code (T network calls of batch B); ``num_timesteps=M < T − 1`` estimates the sum over
         t >= 2 from M steps drawn without replacement, scaled by (T − 1)/M (the decoder is always exact)."""
