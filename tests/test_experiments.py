@@ -310,7 +310,8 @@ def test_efficiency_scaling_smoke_rows_extrapolate_diffusion_and_run_ar_in_full(
     assert analysis_main(["--results", str(tmp_path / "results.csv"), "--out", str(tmp_path / "report")]) == 0
     report = (tmp_path / "report" / "REPORT.md").read_text()
     assert "Sampling cost vs latent size" in report and "Untrained weights" in report
-    assert report.count("extrapolated from 2 steps") == 3 + 6  # paper-size stand-in table + every cell
+    # paper-size stand-in table + every cell: 3 diffusion samplers then, 4 with the Gaussian, at 2 grids
+    assert report.count("extrapolated from 2 steps") == 4 + 8
     assert "**autoregressive**, N = 4–16: tiny net: samples/s ∝ N^" in report
     assert (tmp_path / "report" / "plots" / "efficiency-scaling.png").stat().st_size > 0
 
@@ -323,4 +324,4 @@ def test_efficiency_scaling_runs_from_the_command_line(tmp_path):
         assert experiments_main(["efficiency-scaling", "--preset", "smoke-scaling-cli", "--out", str(tmp_path)]) == 0
     finally:
         del common.PRESETS["smoke-scaling-cli"]
-    assert pd.read_csv(tmp_path / "results.csv")["variant"].nunique() == 3
+    assert pd.read_csv(tmp_path / "results.csv")["variant"].nunique() == 4  # bernoulli, absorbing, AR, gaussian
