@@ -298,6 +298,13 @@ def test_nll_is_in_bits_per_dim_and_refuses_the_bits_per_bit_column():
         out.bits_per_bit
     estimate = prior.vlb(torch.randn(3, *SPEC.shape), generator=torch.Generator().manual_seed(0), num_timesteps=4)
     assert estimate.estimated and estimate.terms.shape == (3, 4) and estimate.t.min() >= 2
+    # nll_timesteps (config) is nll()'s default M: the same estimate as vlb(num_timesteps=M)
+    codes = torch.randn(3, *SPEC.shape, generator=torch.Generator().manual_seed(1))
+    cheap = _prior(nll_timesteps=4)
+    torch.testing.assert_close(cheap.nll(codes, generator=torch.Generator().manual_seed(2)).bits,
+                               cheap.vlb(codes, generator=torch.Generator().manual_seed(2), num_timesteps=4).bits_per_dim)
+    assert not torch.equal(cheap.nll(codes, generator=torch.Generator().manual_seed(2)).bits,
+                           cheap.nll(codes, generator=torch.Generator().manual_seed(2), num_timesteps=15).bits)
 
 
 # -- options and the learning test ------------------------------------------------------------------
