@@ -53,13 +53,14 @@ def top_half_mask(spec, n: int) -> torch.Tensor:
     return known.expand(n, -1).clone()
 
 
+GAUSSIAN_ROW = ", then Gaussian diffusion on continuous latents"
 CAPTIONS = {  # written beside each grid (``<grid>.txt``); the report prints them under the grid's title
     "temperature": "Bernoulli diffusion, one row per temperature τ = " + ", ".join(f"{t:g}" for t in TEMPERATURES)
                    + " (same seed)",
     "class_conditional": "class-conditional Bernoulli diffusion, one column per class, three rows per guidance w = "
                          + ", ".join(f"{w:g}" for w in GUIDANCE),
     "inpainting": "top half of the latent grid kept from real test codes; rows: the real images, then the "
-                  "completions of " + ", ".join(INPAINT_PRIORS) + ", then Gaussian diffusion on continuous latents",
+                  "completions of " + ", ".join(INPAINT_PRIORS) + GAUSSIAN_ROW,
     "class_conditional_gaussian": "class-conditional Gaussian diffusion on continuous latents, one column per class, "
                                   "three rows per guidance w = " + ", ".join(f"{w:g}" for w in GUIDANCE),
 }
@@ -175,6 +176,8 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
             save_grid(torch.cat(rows), figures / f"inpainting-seed{seed}.png", nrow=PER_ROW, scale=2)
 
         for name, caption in CAPTIONS.items():
+            if not with_gaussian:  # no continuous baseline in this preset: the inpainting grid has no Gaussian row
+                caption = caption.removesuffix(GAUSSIAN_ROW)
             if (figures / f"{name}-seed{seed}.png").exists():
                 write_caption(figures / f"{name}-seed{seed}.png", caption)
 
