@@ -305,6 +305,17 @@ def ensure_samplers_prior(preset: Preset, out: Path, *, latents: SharedLatents, 
                         seed=seed)
 
 
+def comparison_prior(preset: Preset, out: Path, *, prior: str, seed: int, data_dir=None) -> tuple[SharedLatents, Path]:
+    """(latents, trained run) of ``prior`` as the samplers runner has it, for the runners that reuse
+    it (steps, efficiency): ``gaussian`` on the plain continuous latents, the others on the shared
+    binary latents."""
+    if prior == "gaussian":
+        latents = continuous_latents(preset, out, kl=False, seed=seed, data_dir=data_dir)
+        return latents, ensure_gaussian_prior(preset, out, latents=latents, seed=seed)
+    latents = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
+    return latents, ensure_samplers_prior(preset, out, latents=latents, prior=prior, seed=seed)
+
+
 def extractor_for(preset: Preset, out: Path, *, data_dir=None):
     """The dataset's classifier features (one classifier per experiment directory, data seed 0)."""
     if preset.dataset == "image-folder":
@@ -390,6 +401,6 @@ def warn_fallback(message: str) -> None:
 
 
 __all__ = ["PRESETS", "ContinuousBaseline", "Preset", "PriorRecipe", "ScalingGrid", "ScalingNet", "Scoring", "binary_name",
-           "cell_hash", "continuous_latents", "done", "ensure_autoencoder", "ensure_gaussian_prior", "ensure_latents", "ensure_prior",
+           "cell_hash", "comparison_prior", "continuous_latents", "done", "ensure_autoencoder", "ensure_gaussian_prior", "ensure_latents", "ensure_prior",
            "ensure_samplers_prior", "extractor_for", "get_preset", "log_timing", "pending", "read_json", "record",
            "scoring_for", "shared_binary_latents", "shared_latents", "warn_fallback", "with_available_data"]

@@ -41,8 +41,7 @@ from discrete_priors.latents.base import CodeSpec
 from discrete_priors.priors import PRIORS as REGISTRY, build_prior
 from discrete_priors.results import append_rows, has_cell, make_rows
 from discrete_priors.training.distributed import resolve_device
-from experiments.common import (Preset, ScalingNet, continuous_latents, done, ensure_gaussian_prior, ensure_samplers_prior,
-                                record, shared_binary_latents)
+from experiments.common import Preset, ScalingNet, comparison_prior, done, record
 
 PRIORS = ("bernoulli", "absorbing", "autoregressive", "gaussian")
 BATCH_SIZES = (1, 16, 64, 256)
@@ -69,12 +68,7 @@ def run(preset: Preset, out: Path, *, priors=None, data_dir=None, progress: bool
         for name in priors:
             if not todo[name]:
                 continue
-            if name == "gaussian":
-                latents = continuous_latents(preset, out, kl=False, seed=seed, data_dir=data_dir)
-                prior_dir = ensure_gaussian_prior(preset, out, latents=latents, seed=seed)
-            else:
-                latents = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
-                prior_dir = ensure_samplers_prior(preset, out, latents=latents, prior=name, seed=seed)
+            latents, prior_dir = comparison_prior(preset, out, prior=name, seed=seed, data_dir=data_dir)
             prior = pipeline.load_prior(prior_dir)
             params = evaluate.count_parameters(prior)
             for batch in todo[name]:

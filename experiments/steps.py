@@ -22,8 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from discrete_priors import evaluate, pipeline
-from experiments.common import (Preset, continuous_latents, done, ensure_gaussian_prior, ensure_samplers_prior, record,
-                                scoring_for, shared_binary_latents)
+from experiments.common import Preset, comparison_prior, done, record, scoring_for
 
 PRIORS = ("bernoulli", "absorbing", "gaussian")
 STEPS = (4, 8, 16, 32, 64, 128, 256)
@@ -53,12 +52,7 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, data_dir=None, progress: bo
         for name in priors:
             if not todo[name]:
                 continue
-            if name == "gaussian":
-                latents = continuous_latents(preset, out, kl=False, seed=seed, data_dir=data_dir)
-                prior_dir = ensure_gaussian_prior(preset, out, latents=latents, seed=seed)
-            else:
-                latents = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
-                prior_dir = ensure_samplers_prior(preset, out, latents=latents, prior=name, seed=seed)
+            latents, prior_dir = comparison_prior(preset, out, prior=name, seed=seed, data_dir=data_dir)
             ae, prior = pipeline.load_autoencoder(latents.ae_dir), pipeline.load_prior(prior_dir)
             for steps in todo[name]:
                 samples = pipeline.sample_images(ae, prior, preset.num_samples, seed=seed, progress=progress,
