@@ -24,7 +24,7 @@ from discrete_priors.results import COLUMNS
 # ranking (a size or a setting, not a quality). Runners adding a metric should add it here.
 DEFAULT_DIRECTION: dict[str, bool | None] = {
     "fd": True, "rfd": True, "psnr": False, "ssim": False, "precision": False, "recall": False,
-    "nll_bits_per_bit": True, "bits_per_image": None, "code_usage": False, "nn_distance": None,
+    "nll_bits_per_bit": True, "nll_bits_per_dim": True, "bits_per_image": None, "code_usage": False, "nn_distance": None,
     "frac_closer_than_test": None, "samples_per_s": False, "params": None, "nfe_per_sample": True,
     "batch_size": None,
 }

@@ -2,7 +2,7 @@
 
     train-ae     train an autoencoder (binary, VQ or continuous latents) on a dataset
     encode       encode dataset splits once into a latent cache for the priors
-    train-prior  train a prior (bernoulli, absorbing, autoregressive) on a latent cache
+    train-prior  train a prior (bernoulli, absorbing, autoregressive; gaussian on continuous latents) on a latent cache
     sample       draw samples from a prior and decode them: PNG grid + safetensors
     inpaint      fill a masked region of real images with a prior: original / masked / filled grid
     eval         one tidy result row of metrics for a prior (or a folder of samples)
@@ -58,7 +58,12 @@ def module_constant(module: str, name: str) -> tuple:
 
 
 LOSS_BALANCES = module_constant("discrete_priors.priors.bernoulli", "LOSS_BALANCES")
-LOSS_WEIGHTINGS = module_constant("discrete_priors.priors.absorbing", "LOSS_WEIGHTINGS")
+ABSORBING_WEIGHTINGS = module_constant("discrete_priors.priors.absorbing", "LOSS_WEIGHTINGS")
+GAUSSIAN_WEIGHTINGS = module_constant("discrete_priors.priors.gaussian", "LOSS_WEIGHTINGS")
+LOSS_WEIGHTINGS = ABSORBING_WEIGHTINGS + tuple(w for w in GAUSSIAN_WEIGHTINGS if w not in ABSORBING_WEIGHTINGS)
+GAUSSIAN_TARGETS = module_constant("discrete_priors.priors.gaussian_math", "TARGETS")
+GAUSSIAN_SAMPLERS = module_constant("discrete_priors.priors.gaussian_math", "SAMPLERS")
+GAUSSIAN_SCHEDULES = module_constant("discrete_priors.priors.schedules", "GAUSSIAN_SCHEDULES")
 
 
 def _add_data_args(p: argparse.ArgumentParser, *, recorded: bool = False) -> None:
@@ -109,7 +114,9 @@ def _add_pair_args(p) -> None:
 def _add_sampling_args(p, *, labels_help: str) -> None:
     """The sampling flags shared by sample, inpaint and eval."""
     p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (prior default if unset)")
-    p.add_argument("--temperature", type=float, default=1.0, help="temperature τ on the network's logits")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="temperature τ on the network's logits; gaussian: a scale on the noise injected per reverse "
+                        "step (1 = the model, 0 = deterministic given x_T; no effect with DDIM eta = 0)")
     p.add_argument("--labels", default=None, help="class-conditional: comma-separated labels, " + labels_help)
     p.add_argument("--guidance", type=float, default=0.0,
                    help="classifier-free guidance weight w (needs labels and a class-conditional prior)")
@@ -166,17 +173,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory for <split>.safetensors")
 
     p = sub.add_parser("train-prior", help="train a prior on a latent cache", formatter_class=HELP_FORMATTER,
-                       description="Train a prior over latent codes. Options that do not apply to the chosen prior are rejected.")
+                       description="Train a prior over latent codes. Options that do not apply to the chosen prior are "
+                                   "rejected. --prior gaussian (continuous latents: Gaussian diffusion, the LDM "
+                                   "baseline) scales the codes by 1/std of this cache's training codes (its "
+                                   "latent_scale, stored in its config) and reports its NLL in bits per latent "
+                                   "dimension of the float16-stored codes, not in bits per latent bit.")
     p.add_argument("--latents", required=True, help="latent cache directory (from encode)")
     p.add_argument("--prior", default="bernoulli", choices=list(PRIORS), help="which prior")
     p.add_argument("--net", default="cpu", help="network size preset shared by all priors: tiny, cpu, paper")
     p.add_argument("--timesteps", type=positive_int, default=None, help="diffusion steps T (prior default if unset)")
-    p.add_argument("--schedule", default=None, choices=SCHEDULES, help="bernoulli: noise schedule")
+    p.add_argument("--schedule", default=None, choices=SCHEDULES,
+                   help=f"bernoulli: noise schedule; gaussian: beta schedule, one of {', '.join(GAUSSIAN_SCHEDULES)} "
+                        "(default cosine)")
     p.add_argument("--parameterization", default=None, choices=PARAMETERIZATIONS, help="bernoulli: network target")
     p.add_argument("--reverse", default=None, choices=REVERSE_FORMS, help="bernoulli: reverse-step form")
     p.add_argument("--loss-balance", default=None, choices=LOSS_BALANCES, help="bernoulli: BCE balancing")
     p.add_argument("--vlb-weight", type=float, default=None, help="bernoulli: weight λ of the VLB term")
-    p.add_argument("--loss-weighting", default=None, choices=LOSS_WEIGHTINGS, help="absorbing: loss weighting")
+    p.add_argument("--loss-weighting", default=None, choices=LOSS_WEIGHTINGS,
+                   help=f"absorbing: {', '.join(ABSORBING_WEIGHTINGS)}; gaussian: {', '.join(GAUSSIAN_WEIGHTINGS)} "
+                        "(uniform = plain MSE of the target, min_snr = Min-SNR-5 on x0's error, vlb = each step "
+                        "weighted as its VLB term)")
+    p.add_argument("--target", default=None, choices=GAUSSIAN_TARGETS,
+                   help="gaussian: what the network predicts, the noise eps, x0, or v = alpha eps - sigma x0 "
+                        "(default v: well conditioned at both ends of the schedule)")
+    p.add_argument("--sampler", default=None, choices=GAUSSIAN_SAMPLERS,
+                   help="gaussian: default sampler, DDIM or ancestral (DDPM) steps (default ddim)")
+    p.add_argument("--eta", type=float, default=None,
+                   help="gaussian: DDIM eta in [0, 1], 0 = deterministic, 1 = the ancestral step's variance (default 0)")
     p.add_argument("--class-conditional", action="store_true", help="condition on labels (classifier-free guidance ready)")
     p.add_argument("--resample", action="store_true", help="binary: draw fresh codes from the cached probabilities each step")
     _add_train_args(p, steps=3000, batch_size=128, lr=1e-3, ema_decay=0.999)

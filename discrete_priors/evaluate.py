@@ -134,7 +134,8 @@ class FrechetScorer:
 @torch.no_grad()
 def prior_nll(prior, codes: torch.Tensor, labels: torch.Tensor | None = None, *, batch_size: int = 256,
               seed: int = 0, num_timesteps: int | None = None) -> tuple[float, bool]:
-    """Mean NLL in bits per latent bit over held-out ``codes``, and whether it is exact.
+    """Mean NLL over held-out ``codes`` in the prior's ``nll_unit`` (bits per latent bit for the
+    discrete priors, bits per latent dimension for the Gaussian one), and whether it is exact.
     ``num_timesteps``: a prior whose bound is a sum over timesteps (:func:`nll_takes_timesteps`)
     estimates it from that many random steps (unbiased, noisier); None: every step."""
     if num_timesteps is not None and not nll_takes_timesteps(prior):
@@ -147,7 +148,7 @@ def prior_nll(prior, codes: torch.Tensor, labels: torch.Tensor | None = None, *,
     for start in range(0, len(codes), batch_size):
         batch_labels = None if labels is None else labels[start:start + batch_size].to(device)
         out = prior.nll(codes[start:start + batch_size].to(device), batch_labels, generator=generator, **extra)
-        total += out.bits_per_bit.double().sum().item()
+        total += out.bits.double().sum().item()
         exact = exact and out.exact
     return total / len(codes), exact
 
@@ -189,7 +190,7 @@ def score_prior(prior, ae, scorer: SampleScorer, *, num_samples: int, seed: int 
                 nll_timesteps: int | None = None, times: PartTimes | None = None) -> ScoredPrior:
     """Every metric of one trained prior: ``num_samples`` samples decoded by ``ae`` and scored by
     ``scorer``; samples per second at ``min(speed_batch_size, num_samples)``; the NLL of held-out
-    ``test_codes`` (B, N, c) in bits per latent bit when given (labels only reach a
+    ``test_codes`` (B, N, c) when given (:func:`nll_row`; labels only reach a
     class-conditional prior; ``nll_timesteps`` as in :func:`prior_nll`); the parameter count.
     All draws are functions of ``seed``. ``temperature=None``: the prior's own default (timed at
     τ = 1). ``memorisation=False`` / ``speed=False`` leave those columns out. ``times`` records
@@ -220,7 +221,10 @@ def score_prior(prior, ae, scorer: SampleScorer, *, num_samples: int, seed: int 
 
 def nll_row(prior, codes: torch.Tensor, labels: torch.Tensor | None = None, *, seed: int = 0,
             num_timesteps: int | None = None) -> dict:
-    """The NLL columns of held-out ``codes``: bits per latent bit and whether that is exact (AR)
-    or the VLB bound (diffusions). ``labels`` only reach a class-conditional prior."""
+    """The NLL columns of held-out ``codes``: ``nll_<unit>`` and whether it is exact (AR) or the
+    VLB bound (diffusions). The column is named by the prior's unit — ``nll_bits_per_bit`` for
+    discrete codes, ``nll_bits_per_dim`` for a continuous density on the float16 grid — so the two
+    never share a column. ``labels`` only reach a class-conditional prior; ``num_timesteps`` as in
+    :func:`prior_nll`."""
     nll, exact = prior_nll(prior, codes, labels if prior.num_classes else None, seed=seed, num_timesteps=num_timesteps)
-    return {"nll_bits_per_bit": nll, "nll_is_exact": float(exact)}
+    return {f"nll_{prior.nll_unit}": nll, "nll_is_exact": float(exact)}

@@ -294,8 +294,9 @@ def train_prior(*, out: str | Path, latents_dir: str | Path, prior: str = "berno
     config = TrainConfig.from_dict(train_config)
     check_batch_size(config.batch_size, len(cache), what=f"training codes in {latents_dir}")
     source = cache.batches(resample=resample, labels=class_conditional)  # checks before anything is written
+    kwargs = data_config(prior, cache) | (prior_kwargs or {})  # what the caller gives wins
     torch.manual_seed(train_config.get("seed", 0))
-    model = build_prior(prior, cache.spec, num_classes=num_classes, **(prior_kwargs or {}))
+    model = build_prior(prior, cache.spec, num_classes=num_classes, **kwargs)
     info_path = Path(out) / "prior.json"
     if info_path.exists() and read_json(info_path).get("autoencoder_hash") != cache.autoencoder_hash:
         raise ValueError(f"the prior in {out} was trained on codes of another autoencoder than the cache in "
@@ -327,6 +328,19 @@ def recorded_dataset(ae_dir: str | Path | None, *, dataset: str | None = None, s
             "size": size if size is not None else (stored.get("size") if same else None),
             "data_dir": data_dir if data_dir is not None else (stored.get("data_dir") if same else None),
             "seed": data_seed if data_seed is not None else stored.get("data_seed", 0)}
+
+
+def data_config(prior: str, cache) -> dict:
+    """The constructor keywords prior ``prior`` computes once from the training codes of ``cache``
+    (:meth:`Prior.config_from_codes`, e.g. the Gaussian prior's ``latent_scale`` = 1/std, as LDM);
+    stored in the prior's config, so sampling and evaluation reuse the very same values. Only a
+    prior that overrides the hook pays for decoding the whole cache."""
+    from discrete_priors.priors import PRIORS, Prior
+
+    cls = PRIORS[prior]
+    if cls.config_from_codes.__func__ is Prior.config_from_codes.__func__:
+        return {}
+    return cls.config_from_codes(cache.codes)
 
 
 def check_data_record(run_dir: str | Path, record: dict, *, create: bool = False, extra: dict | None = None) -> None:

@@ -15,6 +15,7 @@ retrained, and a (experiment, variant, seed) cell already in results.csv is skip
 from __future__ import annotations
 
 import functools
+import re
 
 import time
 import warnings
@@ -83,6 +84,29 @@ class ScalingGrid:
 
 
 @dataclass(frozen=True)
+class ContinuousBaseline:
+    """The continuous-latent reference of the prior comparisons (LDM, Rombach et al. 2022): Gaussian
+    diffusion (``priors/gaussian.py``, trained by ``recipe`` at the preset's network size) on the
+    codes of continuous autoencoders of the same backbone, a plain one (``continuous-d<dim>``, the
+    reconstruction runner's) and a KL-regularised one (``continuous-d<dim>-kl``, weight
+    ``kl_weight``; LDM's KL-f autoencoders use 1e-6). Its rows carry :meth:`Preset.continuous_hash`;
+    it is not part of :meth:`Preset.hash`, so the records made before it existed keep their hash."""
+
+    recipe: PriorRecipe = field(default_factory=lambda: PriorRecipe(
+        # LDM's T = 1000 and DDIM (η = 0, the default sampler) at 100 steps for the samplers row; the
+        # held-out VLB from 100 of the T steps (unbiased estimate, see GaussianDiffusion.vlb)
+        {"timesteps": 1000, "default_steps": 100, "nll_timesteps": 100}, resample=False))
+    dim: int = 8
+    kl_weight: float = 1e-6
+
+    def latents(self) -> dict[str, dict]:
+        """Folder name -> latent config of the two autoencoders (plain first)."""
+        plain = f"continuous-d{self.dim}"
+        return {plain: pipeline.latent_config(plain),
+                f"{plain}-kl": {"kind": "continuous", "dim": self.dim, "kl_weight": self.kl_weight}}
+
+
+@dataclass(frozen=True)
 class Preset:
     """Scale of a whole experiment. ``prior_recipes`` hold each prior's own best-known recipe;
     the network size (``net``) is shared by all priors so comparisons are at equal size."""
@@ -115,14 +139,33 @@ class Preset:
         "autoregressive": PriorRecipe(),
     })
     scaling: ScalingGrid = field(default_factory=ScalingGrid)
+    # the Gaussian-diffusion reference rows of samplers/steps/efficiency/figures; None: none of them
+    continuous: ContinuousBaseline | None = field(default_factory=ContinuousBaseline)
 
     def hash(self) -> str:
         """The config hash every trained-model cell is recorded under. ``scaling`` is left out:
         the scaling study trains nothing and records under :meth:`scaling_hash`, and the hashes
         of the records made before it existed stay valid (tests pin them)."""
         config = asdict(self)
-        del config["scaling"]
+        del config["scaling"], config["continuous"]
         return config_hash(config)
+
+    def continuous_hash(self) -> str:
+        """Config hash of the Gaussian-diffusion rows: the preset's own hash and the continuous baseline."""
+        return config_hash({"preset": self.hash(), "continuous": asdict(self.continuous) if self.continuous else None})
+
+    def continuous_scaling_hash(self) -> str:
+        """Config hash of the scaling study's Gaussian-diffusion cells: its grid and the baseline's recipe."""
+        return config_hash({"scaling": self.scaling_hash(),
+                            "continuous": asdict(self.continuous) if self.continuous else None})
+
+    def priors_with(self, priors) -> list[str]:
+        """``priors`` less ``gaussian`` when the preset has no continuous baseline."""
+        return [p for p in priors if p != "gaussian" or self.continuous is not None]
+
+    def recipe(self, prior: str) -> PriorRecipe:
+        """How ``prior`` is trained: the continuous baseline's recipe for ``gaussian``, else its own."""
+        return self.continuous.recipe if prior == "gaussian" else self.prior_recipes[prior]
 
     def scaling_hash(self) -> str:
         """Config hash of the scaling study's rows: its grid and the priors' recipes."""
@@ -138,7 +181,9 @@ PRESETS = {
                         "absorbing": PriorRecipe({"loss_weighting": "reweighted", "timesteps": 32}),
                         "autoregressive": PriorRecipe()},
                     scaling=ScalingGrid(grids=((2, 2), (4, 4)), bits=(8,), nets=(ScalingNet("tiny", 4, timed_passes=2),),
-                                        steps={"bernoulli": (8,), "absorbing": (32, 4)})),
+                                        steps={"bernoulli": (8,), "absorbing": (32, 4)}),
+                    continuous=ContinuousBaseline(PriorRecipe({"timesteps": 32, "default_steps": 8}, resample=False),
+                                                  dim=4)),
     # Fashion-MNIST at 16x16 (4x4 positions x 32 bits): the 28x28 grid has 49 positions, which makes
     # each prior step ~3x dearer (0.29 vs 0.10 s at batch 128 on 2 cores) and the 16 prior trainings of
     # all runners together would not fit 90 minutes. Budget: 1,500 steps per autoencoder and prior.
@@ -206,6 +251,29 @@ def shared_latents(preset: Preset, out: Path, *, name: str, seed: int, data_dir=
     return SharedLatents(name, ae_dir, ensure_latents(preset, out, ae_dir=ae_dir, name=name, seed=seed, data_dir=data_dir))
 
 
+def continuous_latents(preset: Preset, out: Path, *, kl: bool, seed: int, data_dir=None) -> SharedLatents:
+    """The plain (``kl=False``) or KL-regularised continuous autoencoder of ``preset.continuous``
+    and its latent cache, trained / written once per experiment directory."""
+    name, latent = list(preset.continuous.latents().items())[int(kl)]
+    ae_dir = ensure_autoencoder(preset, out, latent=latent, name=name, seed=seed, data_dir=data_dir)
+    return SharedLatents(name, ae_dir, ensure_latents(preset, out, ae_dir=ae_dir, name=name, seed=seed, data_dir=data_dir))
+
+
+def ensure_gaussian_prior(preset: Preset, out: Path, *, latents: SharedLatents, seed: int,
+                          class_conditional: bool = False) -> Path:
+    """The continuous baseline's Gaussian diffusion on ``latents`` (its latent scale from their
+    training cache), trained once and shared by every runner."""
+    recipe = preset.continuous.recipe
+    cond = "-cond" * class_conditional
+    run = out / "priors" / f"gaussian{cond}-{latents.name}-seed{seed}"
+    pipeline.train_prior(out=run, latents_dir=latents.latents, prior="gaussian",
+                         prior_kwargs={"preset": preset.net} | recipe.kwargs,
+                         train_config=pipeline.train_config(steps=preset.prior_steps, batch_size=preset.prior_batch,
+                                                            lr=preset.prior_lr, seed=seed),
+                         class_conditional=class_conditional)
+    return run
+
+
 def shared_binary_latents(preset: Preset, out: Path, *, seed: int, data_dir=None) -> SharedLatents:
     """The one binary autoencoder and latent cache the prior comparisons share."""
     return shared_latents(preset, out, name=binary_name(preset), seed=seed, data_dir=data_dir)
@@ -235,6 +303,17 @@ def ensure_samplers_prior(preset: Preset, out: Path, *, latents: SharedLatents, 
     efficiency runners, the ablation (its baseline) and the figures."""
     return ensure_prior(preset, out, latents=latents.latents, prior=prior, variant=f"samplers-{prior}-{latents.name}",
                         seed=seed)
+
+
+def comparison_prior(preset: Preset, out: Path, *, prior: str, seed: int, data_dir=None) -> tuple[SharedLatents, Path]:
+    """(latents, trained run) of ``prior`` as the samplers runner has it, for the runners that reuse
+    it (steps, efficiency): ``gaussian`` on the plain continuous latents, the others on the shared
+    binary latents."""
+    if prior == "gaussian":
+        latents = continuous_latents(preset, out, kl=False, seed=seed, data_dir=data_dir)
+        return latents, ensure_gaussian_prior(preset, out, latents=latents, seed=seed)
+    latents = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
+    return latents, ensure_samplers_prior(preset, out, latents=latents, prior=prior, seed=seed)
 
 
 def extractor_for(preset: Preset, out: Path, *, data_dir=None):
@@ -279,16 +358,24 @@ def scoring_for(preset: Preset, out: Path, *, data_dir=None) -> Scoring:
     return Scoring(preset, out, data_dir=data_dir)
 
 
+def cell_hash(preset: Preset, variant: str) -> str:
+    """The config hash a cell is recorded under: the continuous baseline's for a Gaussian-diffusion
+    variant (one naming ``gaussian``: ``gaussian/S=16``, ``inpainting/gaussian``,
+    ``class-conditional/prior=gaussian/w=1``), the preset's otherwise."""
+    return preset.continuous_hash() if "gaussian" in re.split(r"[/=]", variant) else preset.hash()
+
+
 def record(out: Path, *, experiment: str, variant: str, seed: int, values: dict, extractor: str, num_samples: int,
            preset: Preset) -> None:
     append_rows(out / "results.csv", make_rows(experiment=experiment, variant=variant, seed=seed, metrics=values,
                                                extractor=extractor, num_samples=num_samples,
-                                               config_hash=preset.hash()))
+                                               config_hash=cell_hash(preset, variant)))
 
 
 def done(out: Path, *, preset: Preset, experiment: str, variant: str, seed: int) -> bool:
     """Whether the cell is already recorded; a cell recorded under another preset config raises."""
-    return has_cell(out / "results.csv", experiment=experiment, variant=variant, seed=seed, config_hash=preset.hash())
+    return has_cell(out / "results.csv", experiment=experiment, variant=variant, seed=seed,
+                    config_hash=cell_hash(preset, variant))
 
 
 def pending(out: Path, *, preset: Preset, experiment: str, variants, seed: int) -> list[str]:
@@ -313,6 +400,7 @@ def warn_fallback(message: str) -> None:
     warnings.warn(message, stacklevel=2)
 
 
-__all__ = ["PRESETS", "Preset", "PriorRecipe", "ScalingGrid", "ScalingNet", "Scoring", "binary_name", "done", "ensure_autoencoder", "ensure_latents", "ensure_prior",
+__all__ = ["PRESETS", "ContinuousBaseline", "Preset", "PriorRecipe", "ScalingGrid", "ScalingNet", "Scoring", "binary_name",
+           "cell_hash", "comparison_prior", "continuous_latents", "done", "ensure_autoencoder", "ensure_gaussian_prior", "ensure_latents", "ensure_prior",
            "ensure_samplers_prior", "extractor_for", "get_preset", "log_timing", "pending", "read_json", "record",
            "scoring_for", "shared_binary_latents", "shared_latents", "warn_fallback", "with_available_data"]

@@ -8,11 +8,16 @@ smoke preset stops at 64). Rows: variant ``"<prior>/bs=<B>"`` with samples_per_s
 three timed batches after one warm-up, :func:`discrete_priors.metrics.measure_throughput`),
 nfe_per_sample (network evaluations per sample; an upper bound for absorbing, which stops once
 every position is revealed), batch_size and params. No feature extractor is needed, so this runner
-also runs at the paper preset without Inception weights.
+also runs at the paper preset without Inception weights. The continuous-latent reference
+``gaussian/bs=<B>`` is the samplers runner's Gaussian diffusion on the plain continuous latents at
+its recipe's ``default_steps`` (DDIM), recorded under the continuous baseline's config hash.
 
 The scaling study (:func:`run_scaling`, ``python -m experiments efficiency-scaling``) times every
 prior with untrained weights over latent grids, bits per position and network sizes
-(``preset.scaling``); see its docstring and :data:`MEMORY_METHOD`.
+(``preset.scaling``); see its docstring and :data:`MEMORY_METHOD`. The Gaussian diffusion
+(continuous baseline) is timed on continuous codes of the same shape — c latent dimensions per
+position instead of c bits (N·c·16 bits in float16) — at its recipe's default steps, its cells
+under :meth:`Preset.continuous_scaling_hash`.
 
 Throughput depends on the machine and on what else runs on it: the ``machine`` column of each row
 says where it was measured; compare rows measured in one run.
@@ -36,9 +41,9 @@ from discrete_priors.latents.base import CodeSpec
 from discrete_priors.priors import PRIORS as REGISTRY, build_prior
 from discrete_priors.results import append_rows, has_cell, make_rows
 from discrete_priors.training.distributed import resolve_device
-from experiments.common import Preset, ScalingNet, done, ensure_samplers_prior, record, shared_binary_latents
+from experiments.common import Preset, ScalingNet, comparison_prior, done, record
 
-PRIORS = ("bernoulli", "absorbing", "autoregressive")
+PRIORS = ("bernoulli", "absorbing", "autoregressive", "gaussian")
 BATCH_SIZES = (1, 16, 64, 256)
 
 
@@ -49,20 +54,22 @@ def batch_sizes(preset: Preset) -> list[int]:
 
 def run(preset: Preset, out: Path, *, priors=None, data_dir=None, progress: bool | None = None,
         repeats: int = 3) -> None:
-    """priors: which to time (default: each of :data:`PRIORS` that the preset has a recipe for)."""
+    """priors: which to time (default: each of :data:`PRIORS` that the preset has a recipe for;
+    gaussian: the continuous baseline's)."""
     out = Path(out)
-    priors = [p for p in PRIORS if p in preset.prior_recipes] if priors is None else list(priors)
+    priors = [p for p in PRIORS if p in preset.prior_recipes or p == "gaussian"] if priors is None else list(priors)
+    priors = preset.priors_with(priors)
     for seed in preset.seeds:
         todo = {name: [b for b in batch_sizes(preset)
                        if not done(out, preset=preset, experiment="efficiency", variant=f"{name}/bs={b}", seed=seed)]
                 for name in priors}
         if not any(todo.values()):
             continue
-        binary = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
         for name in priors:
             if not todo[name]:
                 continue
-            prior = pipeline.load_prior(ensure_samplers_prior(preset, out, latents=binary, prior=name, seed=seed))
+            latents, prior_dir = comparison_prior(preset, out, prior=name, seed=seed, data_dir=data_dir)
+            prior = pipeline.load_prior(prior_dir)
             params = evaluate.count_parameters(prior)
             for batch in todo[name]:
                 # steps=None: each prior's own default (bernoulli default_steps, absorbing T, AR N)
@@ -98,15 +105,22 @@ class ScalingCell(NamedTuple):
 
 def scaling_cells(preset: Preset) -> list[ScalingCell]:
     """Every cell of ``preset.scaling``: each prior of the preset's recipes (so a prior added to
-    the recipes is timed too) at its listed step counts, on every grid, bit width and net size."""
+    the recipes is timed too) and the continuous baseline's ``gaussian``, at its listed step
+    counts, on every grid, bit width (gaussian: latent dimensions) and net size."""
     grid = preset.scaling
-    unknown = set(grid.steps) - set(preset.prior_recipes)
+    priors = preset.priors_with((*preset.prior_recipes, "gaussian"))
+    unknown = set(grid.steps) - set(priors)
     if unknown:
         raise ValueError(f"scaling steps name priors without a recipe in preset {preset.name!r}: {sorted(unknown)}; "
-                         f"expected some of {sorted(preset.prior_recipes)}")
+                         f"expected some of {sorted(priors)}")
     return [ScalingCell(prior, steps, tuple(hw), bits, net)
             for net in grid.nets for hw in grid.grids for bits in grid.bits
-            for prior in preset.prior_recipes for steps in grid.steps.get(prior, (None,))]
+            for prior in priors for steps in grid.steps.get(prior, (None,))]
+
+
+def scaling_hash(preset: Preset, prior: str) -> str:
+    """The config hash a scaling cell of ``prior`` is recorded under."""
+    return preset.continuous_scaling_hash() if prior == "gaussian" else preset.scaling_hash()
 
 
 def _autocast(device: torch.device, precision: str):
@@ -152,7 +166,7 @@ def measure_cell(cell: ScalingCell, *, recipe_kwargs: dict, device: str, precisi
         torch.set_num_threads(threads)
     device = torch.device(device)
     torch.manual_seed(seed)
-    spec = CodeSpec("binary", cell.grid, cell.bits)
+    spec = CodeSpec("continuous" if cell.prior == "gaussian" else "binary", cell.grid, cell.bits)
     prior = build_prior(cell.prior, spec, **({"preset": cell.net.size} | recipe_kwargs)).to(device).eval()
     full = prior.network_evals_per_sample(cell.steps)
     steps, timed = cell.steps, full
@@ -196,23 +210,24 @@ def measure_cell(cell: ScalingCell, *, recipe_kwargs: dict, device: str, precisi
 def run_scaling(preset: Preset, out: Path, *, data_dir=None, device: str = "auto", isolate: bool = True) -> None:
     """Sampling cost vs latent positions N and bits c at each network size of ``preset.scaling``;
     rows ``efficiency-scaling / <prior>[/S=<steps>]/N=<N>/c=<c>/net=<size>`` under
-    :meth:`Preset.scaling_hash`, appended one cell at a time (a rerun skips recorded cells).
+    :meth:`Preset.scaling_hash` (gaussian: :meth:`Preset.continuous_scaling_hash`), appended one
+    cell at a time (a rerun skips recorded cells).
     Needs no data and trains nothing. ``isolate``: each cell in its own fresh process (forked
     from a clean server process), which is what makes the CPU peak memory per cell."""
     out = Path(out)
     device = str(resolve_device(device))
-    seed, config = preset.seeds[0], preset.scaling_hash()
+    seed = preset.seeds[0]
     cells = [cell for cell in scaling_cells(preset)
              if not has_cell(out / "results.csv", experiment=SCALING_EXPERIMENT, variant=cell.variant, seed=seed,
-                             config_hash=config)]
+                             config_hash=scaling_hash(preset, cell.prior))]
     if not cells:
         return
     context = multiprocessing.get_context("forkserver")
     # the server imports each prior's module once; every cell is a fork of it
     context.set_forkserver_preload(["torch", "experiments.efficiency",
-                                    *sorted({REGISTRY[name].__module__ for name in preset.prior_recipes})])
+                                    *sorted({REGISTRY[name].__module__ for name in (*preset.prior_recipes, "gaussian")})])
     for cell in cells:
-        options = dict(recipe_kwargs=preset.prior_recipes[cell.prior].kwargs, device=device,
+        options = dict(recipe_kwargs=preset.recipe(cell.prior).kwargs, device=device,
                        precision=preset.scaling.precision, seed=seed, threads=torch.get_num_threads())
         if isolate:
             with context.Pool(1) as pool:
@@ -221,7 +236,7 @@ def run_scaling(preset: Preset, out: Path, *, data_dir=None, device: str = "auto
             values = measure_cell(cell, **options)
         append_rows(out / "results.csv", make_rows(
             experiment=SCALING_EXPERIMENT, variant=cell.variant, seed=seed, metrics=values, extractor="",
-            num_samples=int(values["batch_size"] * values["repeats"]), config_hash=config))
+            num_samples=int(values["batch_size"] * values["repeats"]), config_hash=scaling_hash(preset, cell.prior)))
         print(f"{SCALING_EXPERIMENT} {cell.variant}: {values['samples_per_s']:.3g} samples/s, "
               f"{values['peak_mem_mb']:.0f} MiB" + (f" (extrapolated from {values['timed_passes']} steps)"
                                                     if values["extrapolated"] else ""), flush=True)

@@ -13,8 +13,13 @@ PNG grids under ``<out>/samples/figures/`` (the report links every grid there):
   samples the feature classifier assigns to the class they were drawn for.
 * ``inpainting.png`` (Fig. 8): the top half of the latent grid of real test codes is kept and
   each prior fills the bottom half (known codes re-imposed every step). Grid rows: the real
-  images, then each prior's completions. Rows ``inpainting/<prior>``: fd, precision, recall of
-  ``num_samples`` completions against the test split (their top halves are real).
+  images, then each prior's completions, the last one the continuous-latent reference (Gaussian
+  diffusion on the plain continuous latents, known latents re-noised to each step). Rows
+  ``inpainting/<prior>``: fd, precision, recall of ``num_samples`` completions against the test
+  split (their top halves are real).
+* ``class_conditional_gaussian.png``: the same guidance grid for a class-conditional Gaussian
+  diffusion on the plain continuous latents (rows ``class-conditional/prior=gaussian/w=<w>``).
+  Gaussian rows carry the continuous baseline's config hash.
 * ``reconstruction.png``: test images, then their reconstructions by each autoencoder of
   :data:`experiments.reconstruction.LATENTS` that has been trained (in that order; nothing is
   trained for this grid), then by the shared binary one if it is not among them.
@@ -31,8 +36,8 @@ from discrete_priors.data import load_latent_cache
 from discrete_priors.images import save_grid
 from discrete_priors.io import atomic_path
 from experiments import reconstruction
-from experiments.common import (Preset, binary_name, done, ensure_prior, ensure_samplers_prior, pending, record, scoring_for,
-                                shared_binary_latents, warn_fallback)
+from experiments.common import (Preset, binary_name, continuous_latents, done, ensure_gaussian_prior, ensure_prior,
+                                ensure_samplers_prior, pending, record, scoring_for, shared_binary_latents, warn_fallback)
 
 TEMPERATURES = (0.6, 0.8, 0.9, 1.0)
 GUIDANCE = (0.0, 1.0, 3.0)
@@ -48,13 +53,16 @@ def top_half_mask(spec, n: int) -> torch.Tensor:
     return known.expand(n, -1).clone()
 
 
+GAUSSIAN_ROW = ", then Gaussian diffusion on continuous latents"
 CAPTIONS = {  # written beside each grid (``<grid>.txt``); the report prints them under the grid's title
     "temperature": "Bernoulli diffusion, one row per temperature τ = " + ", ".join(f"{t:g}" for t in TEMPERATURES)
                    + " (same seed)",
     "class_conditional": "class-conditional Bernoulli diffusion, one column per class, three rows per guidance w = "
                          + ", ".join(f"{w:g}" for w in GUIDANCE),
     "inpainting": "top half of the latent grid kept from real test codes; rows: the real images, then the "
-                  "completions of " + ", ".join(INPAINT_PRIORS),
+                  "completions of " + ", ".join(INPAINT_PRIORS) + GAUSSIAN_ROW,
+    "class_conditional_gaussian": "class-conditional Gaussian diffusion on continuous latents, one column per class, "
+                                  "three rows per guidance w = " + ", ".join(f"{w:g}" for w in GUIDANCE),
 }
 
 
@@ -68,8 +76,10 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
     figures = out / "samples" / "figures"
     scoring = scoring_for(preset, out, data_dir=data_dir)
     n = preset.num_samples
+    with_gaussian = preset.continuous is not None
     variants = ([f"temperature/tau={tau:g}" for tau in TEMPERATURES] + [f"class-conditional/w={w:g}" for w in GUIDANCE]
-                + [f"inpainting/{name}" for name in INPAINT_PRIORS])
+                + [f"class-conditional/prior=gaussian/w={w:g}" for w in GUIDANCE] * with_gaussian
+                + [f"inpainting/{name}" for name in (*INPAINT_PRIORS, "gaussian")[:len(INPAINT_PRIORS) + with_gaussian]])
 
     def score(variant: str, seed: int, images: torch.Tensor, extra: dict | None = None) -> None:
         quality = scoring.scorer(images)
@@ -118,9 +128,31 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
                     score(cell, seed, samples.images, extra)
             save_grid(torch.cat(blocks), figures / f"class_conditional-seed{seed}.png", nrow=prior.num_classes, scale=2)
 
+        continuous = None  # the continuous baseline's plain latents, made on first use
+        cells = [f"class-conditional/prior=gaussian/w={w:g}" for w in GUIDANCE] * with_gaussian
+        if cells and test_cache.labels is not None and not all(done(out, preset=preset, experiment="figures", variant=c, seed=seed)
+                                                     for c in cells):
+            continuous = continuous_latents(preset, out, kl=False, seed=seed, data_dir=data_dir)
+            prior = pipeline.load_prior(ensure_gaussian_prior(preset, out, latents=continuous, seed=seed,
+                                                              class_conditional=True))
+            continuous_ae, blocks = pipeline.load_autoencoder(continuous.ae_dir), []
+            labels = torch.arange(n) % prior.num_classes
+            for cell, w in zip(cells, GUIDANCE):
+                samples = pipeline.sample_images(continuous_ae, prior, n, seed=seed, labels=labels, guidance=w,
+                                                 progress=progress)
+                blocks.append(samples.images[:3 * prior.num_classes])
+                if not done(out, preset=preset, experiment="figures", variant=cell, seed=seed):
+                    extra = {}
+                    if hasattr(scoring.extractor, "predict"):
+                        extra["class_accuracy"] = (scoring.extractor.predict(samples.images) == labels).double().mean().item()
+                    score(cell, seed, samples.images, extra)
+            save_grid(torch.cat(blocks), figures / f"class_conditional_gaussian-seed{seed}.png", nrow=prior.num_classes,
+                      scale=2)
+
         # Fig. 8: inpainting the bottom half of real test codes
         cells = [f"inpainting/{name}" for name in INPAINT_PRIORS]
-        if not all(done(out, preset=preset, experiment="figures", variant=c, seed=seed) for c in cells):
+        gaussian_cells = ["inpainting/gaussian"] * with_gaussian
+        if not all(done(out, preset=preset, experiment="figures", variant=c, seed=seed) for c in [*cells, *gaussian_cells]):
             known = test_cache.codes[:n]
             mask = top_half_mask(ae.code_spec, len(known))
             rows = [scoring.test[:PER_ROW]]
@@ -130,9 +162,22 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
                 rows.append(samples.images[:PER_ROW])
                 if not done(out, preset=preset, experiment="figures", variant=cell, seed=seed):
                     score(cell, seed, samples.images)
+            if with_gaussian:  # the continuous-latent reference, on the same test images' continuous codes
+                continuous = continuous or continuous_latents(preset, out, kl=False, seed=seed, data_dir=data_dir)
+                known = load_latent_cache(continuous.latents / "test.safetensors").codes[:n]
+                prior = pipeline.load_prior(ensure_gaussian_prior(preset, out, latents=continuous, seed=seed))
+                continuous_ae = pipeline.load_autoencoder(continuous.ae_dir)
+                samples = pipeline.sample_images(continuous_ae, prior, len(known), seed=seed, progress=progress,
+                                                 inpaint_mask=top_half_mask(continuous_ae.code_spec, len(known)),
+                                                 known_codes=known)
+                rows.append(samples.images[:PER_ROW])
+                if not done(out, preset=preset, experiment="figures", variant="inpainting/gaussian", seed=seed):
+                    score("inpainting/gaussian", seed, samples.images)
             save_grid(torch.cat(rows), figures / f"inpainting-seed{seed}.png", nrow=PER_ROW, scale=2)
 
         for name, caption in CAPTIONS.items():
+            if not with_gaussian:  # no continuous baseline in this preset: the inpainting grid has no Gaussian row
+                caption = caption.removesuffix(GAUSSIAN_ROW)
             if (figures / f"{name}-seed{seed}.png").exists():
                 write_caption(figures / f"{name}-seed{seed}.png", caption)
 

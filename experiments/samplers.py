@@ -12,6 +12,14 @@ for the diffusions, exact for AR; the first ``nll_codes`` test codes; for VQ row
 N log2 K bits per image); samples/s and network evaluations per sample at the prior's default
 step count; parameter count. A ``real`` row gives the same metrics for held-out real images
 (where "good" lies).
+
+The continuous pipeline's reference rows ``gaussian/latents=continuous-d<d>`` and
+``gaussian/latents=continuous-d<d>-kl``: Gaussian diffusion (the LDM baseline,
+``preset.continuous``) at the same network size on a plain and a KL-regularised continuous
+autoencoder of the same backbone. Their NLL is the float16-discretised VLB in bits per latent
+*dimension* (column ``nll_bits_per_dim``, not comparable with bits per bit); ``latent_dim`` d and
+``bits_per_image`` (N·d·16, float16 storage) state the size of their codes. These rows carry the
+continuous baseline's config hash (:meth:`Preset.continuous_hash`).
 """
 
 from __future__ import annotations
@@ -21,8 +29,8 @@ from typing import NamedTuple
 
 from discrete_priors import evaluate, pipeline
 from discrete_priors.data import load_latent_cache
-from experiments.common import (Preset, SharedLatents, done, ensure_samplers_prior, pending, record, scoring_for,
-                                shared_binary_latents, shared_latents)
+from experiments.common import (Preset, SharedLatents, continuous_latents, done, ensure_gaussian_prior,
+                                ensure_samplers_prior, pending, record, scoring_for, shared_binary_latents, shared_latents)
 
 PRIORS = ("bernoulli", "absorbing", "autoregressive")
 VQ_PRIORS = ("absorbing", "autoregressive")  # the priors that model VQ tokens (Bernoulli diffusion needs bits)
@@ -31,19 +39,24 @@ VQ_PRIORS = ("absorbing", "autoregressive")  # the priors that model VQ tokens (
 class Row(NamedTuple):
     prior: str
     on_vq: bool  # models the VQ latents' tokens rather than the shared binary codes
+    kl: bool | None = None  # a continuous-baseline row: on the KL (True) or plain (False) continuous latents
 
 
-def variants(preset: Preset, *, priors=PRIORS, vq_priors=VQ_PRIORS) -> dict[str, Row]:
-    """Row name -> which prior it trains, on which latents."""
+def variants(preset: Preset, *, priors=PRIORS, vq_priors=VQ_PRIORS, continuous: bool = True) -> dict[str, Row]:
+    """Row name -> which prior it trains, on which latents (``continuous``: with the two Gaussian rows)."""
     vq_name = f"vq-K{preset.vq_codebook}"
-    return {name: Row(name, False) for name in priors} | {f"{name}/latents={vq_name}": Row(name, True) for name in vq_priors}
+    rows = {name: Row(name, False) for name in priors} | {f"{name}/latents={vq_name}": Row(name, True) for name in vq_priors}
+    if continuous and preset.continuous is not None:
+        rows |= {f"gaussian/latents={name}": Row("gaussian", False, kl)
+                 for kl, name in enumerate(preset.continuous.latents())}
+    return rows
 
 
-def run(preset: Preset, out: Path, *, priors=PRIORS, vq_priors=VQ_PRIORS, data_dir=None,
+def run(preset: Preset, out: Path, *, priors=PRIORS, vq_priors=VQ_PRIORS, continuous: bool = True, data_dir=None,
         progress: bool | None = None) -> None:
     out = Path(out)
     scoring = scoring_for(preset, out, data_dir=data_dir)
-    rows = variants(preset, priors=priors, vq_priors=vq_priors)
+    rows = variants(preset, priors=priors, vq_priors=vq_priors, continuous=continuous)
 
     for seed in preset.seeds:
         if not done(out, preset=preset, experiment="samplers", variant="real", seed=seed):
@@ -54,14 +67,23 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, vq_priors=VQ_PRIORS, data_d
         todo = pending(out, preset=preset, experiment="samplers", variants=rows, seed=seed)
         if not todo:
             continue
-        binary = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
+        if any(rows[v].kl is None for v in todo):
+            binary = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
         if any(rows[v].on_vq for v in todo):
             vq = shared_latents(preset, out, name=f"vq-K{preset.vq_codebook}", seed=seed, data_dir=data_dir)
         for variant in todo:
-            latents = vq if rows[variant].on_vq else binary
-            prior_dir = ensure_samplers_prior(preset, out, latents=latents, prior=rows[variant].prior, seed=seed)
+            row, extra = rows[variant], {}
+            if row.kl is not None:
+                latents = continuous_latents(preset, out, kl=row.kl, seed=seed, data_dir=data_dir)
+                prior_dir = ensure_gaussian_prior(preset, out, latents=latents, seed=seed)
+                spec = load_latent_cache(latents.latents / "test.safetensors").spec
+                extra = {"latent_dim": spec.channels, "bits_per_image": spec.bits}
+            else:
+                latents = vq if row.on_vq else binary
+                prior_dir = ensure_samplers_prior(preset, out, latents=latents, prior=row.prior, seed=seed)
             values = evaluate_prior(preset, prior_dir, latents, scoring.scorer, seed=seed, progress=progress,
                                     samples_dir=out / "samples" / "samplers" / f"{variant.replace('/', '_')}-seed{seed}")
+            values |= extra
             record(out, experiment="samplers", variant=variant, seed=seed, values=values,
                    extractor=scoring.extractor.name, num_samples=preset.num_samples, preset=preset)
 

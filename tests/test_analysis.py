@@ -34,6 +34,10 @@ SUPPORTED = {
     ("steps", "bernoulli/S=4"): {"fd": 25.0}, ("steps", "bernoulli/S=16"): {"fd": 15.0},
     ("steps", "bernoulli/S=64"): {"fd": 14.0}, ("steps", "absorbing/S=16"): {"fd": 30.0},
     ("steps", "absorbing/S=64"): {"fd": 20.0}, ("steps", "absorbing/S=256"): {"fd": 14.5},
+    ("steps", "gaussian/S=16"): {"fd": 28.0}, ("steps", "gaussian/S=64"): {"fd": 20.0},
+    ("steps", "gaussian/S=256"): {"fd": 14.8},
+    ("samplers", "gaussian/latents=continuous-d8"): {"fd": 16.5, "nll_bits_per_dim": 9.5, "latent_dim": 8,
+                                                     "bits_per_image": 2048},
     ("ablation", "target=residual/vlb=0.1"): {"fd": 12.0, "recall": 0.6},
     ("ablation", "target=x0/vlb=0.1"): {"fd": 14.0, "recall": 0.55},
     ("ablation", "target=direct/vlb=0.1"): {"fd": 20.0, "recall": 0.4},
@@ -157,14 +161,18 @@ def test_plots_write_a_nonblank_png_of_the_expected_size(tmp_path, plot):
 
 def test_claims_supported_when_the_numbers_agree(reports):
     text = reports["supported"][1].read_text()
-    assert verdicts(text) == {1: "supported", 2: "supported", 3: "supported", 4: "supported"}
+    assert verdicts(text) == {1: "supported", 2: "supported", 3: "supported", 4: "supported", 5: "supported"}
     assert "residual fd 12.0 ± 0.5 < x0 14.0 ± 0.5 < direct 20.0 ± 0.5: holds" in text
+    # claim 5: Bernoulli 15.0 at S=16 vs the Gaussian's 14.8 at S=256, allowance 10% of 14.8
+    assert "Bernoulli fd at S=16 15.0 ± 0.5 vs continuous latent at S=256 14.8 ± 0.5 (allowed up to 16.3): matches" in text
+    assert "continuous latent reaches Bernoulli's S=16 fd first at S=256 (fd 14.8 ± 0.5)" in text
+    assert "nll_bits_per_dim" in text  # the Gaussian row's NLL has its own column
     assert "binary-c32 (512 bits) has no VQ latent within 1.5x" in text
 
 
 def test_claims_not_supported_when_the_numbers_contradict(reports):
     text = reports["contradicted"][1].read_text()
-    assert verdicts(text) == {1: "not supported", 2: "not supported", 3: "not supported", 4: "not supported"}
+    assert verdicts(text) == {i: "not supported" for i in (1, 2, 3, 4, 5)}
     assert "residual fd 20.0 ± 0.5 ≥ x0 14.0 ± 0.5 ≥ direct 12.0 ± 0.5: fails" in text
 
 
@@ -172,7 +180,7 @@ def test_claims_not_measured_when_rows_are_absent(tmp_path):
     only_efficiency = {k: v for k, v in SUPPORTED.items() if k[0] == "efficiency"}
     report = write_report(write_csv(tmp_path / "r.csv", only_efficiency), tmp_path / "out")
     text = report.read_text()
-    assert verdicts(text) == {i: "not measured" for i in (1, 2, 3, 4)}
+    assert verdicts(text) == {i: "not measured" for i in (1, 2, 3, 4, 5)}
     assert "No rows for: `reconstruction`, `samplers`, `steps`, `ablation`, `figures`." in text
 
 

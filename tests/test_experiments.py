@@ -51,17 +51,21 @@ def expected_cells(smoke) -> dict[str, dict[str, set[str]]]:
     ablation_variants = [f"target={t}/vlb={lam}" for t in ("direct", "x0", "residual") for lam in ("0", "0.1")]
     ablation_variants += [f"reverse={r}/balance={b}" for r in ("mixture", "joint") for b in ("none", "class_balanced")]
     ablation_variants += ["final=threshold", "final=sample", "schedule=linear", "schedule=cosine"]
+    continuous = {"nll_bits_per_dim", "samples_per_s", "params", "latent_dim", "bits_per_image"}
     return {
         "samplers": {v: quality | {"nll_bits_per_bit", "samples_per_s", "params"}
                      for v in ("bernoulli", "absorbing", "autoregressive", "absorbing/latents=vq-K256",
-                               "autoregressive/latents=vq-K256")} | {"real": quality},
+                               "autoregressive/latents=vq-K256")} | {"real": quality}
+                    | {f"gaussian/latents=continuous-d4{kl}": quality | continuous for kl in ("", "-kl")},
         "steps": {f"{p}/S={s}": quality | {"samples_per_s"}
-                  for p in ("bernoulli", "absorbing") for s in (4, 8, 16, 32)},
-        "efficiency": {f"{p}/bs={b}": speed for p in ("bernoulli", "absorbing", "autoregressive") for b in (1, 16, 64)},
+                  for p in ("bernoulli", "absorbing", "gaussian") for s in (4, 8, 16, 32)},
+        "efficiency": {f"{p}/bs={b}": speed for p in ("bernoulli", "absorbing", "autoregressive", "gaussian")
+                       for b in (1, 16, 64)},
         "ablation": {v: quality for v in ablation_variants},
         "figures": {f"temperature/tau={t}": quality for t in ("0.6", "0.8", "0.9", "1")}
                    | {f"class-conditional/w={w}": quality | {"class_accuracy"} for w in ("0", "1", "3")}
-                   | {f"inpainting/{p}": quality for p in ("bernoulli", "absorbing", "autoregressive")},
+                   | {f"class-conditional/prior=gaussian/w={w}": quality | {"class_accuracy"} for w in ("0", "1", "3")}
+                   | {f"inpainting/{p}": quality for p in ("bernoulli", "absorbing", "autoregressive", "gaussian")},
     }
 
 
@@ -90,16 +94,20 @@ def test_runner_writes_every_variant_and_metric_finite(experiment_dir, smoke, ex
 def test_steps_and_efficiency_reuse_the_samplers_priors(experiment_dir):
     priors = sorted(p.name for p in (experiment_dir / "priors").iterdir())
     # three priors on binary codes + two on VQ tokens, 7 ablation models less the baseline (the
-    # samplers' Bernoulli prior), the class-conditional prior of the figures; nothing for steps or efficiency
+    # samplers' Bernoulli prior), the class-conditional prior of the figures, the Gaussian baseline on
+    # the plain and KL continuous latents and its class-conditional twin; nothing for steps or efficiency
     assert sum(p.startswith("samplers-") for p in priors) == 5
     assert sum(p.startswith("ablation-") for p in priors) == 6
     assert "figures-bernoulli-cond-binary-c32-seed0" in priors
-    assert len(priors) == 12
+    assert {"gaussian-continuous-d4-seed0", "gaussian-continuous-d4-kl-seed0", "gaussian-cond-continuous-d4-seed0"} <= set(priors)
+    assert len(priors) == 15
     grids = sorted(p.name for p in (experiment_dir / "samples" / "figures").glob("*.png"))
     captions = sorted(p.name for p in (experiment_dir / "samples" / "figures").glob("*.txt"))
     assert captions == [g.replace(".png", ".txt") for g in grids]
-    assert grids == [f"{g}-seed0.png" for g in ("class_conditional", "inpainting", "reconstruction", "temperature")]
-    assert sorted(p.name for p in (experiment_dir / "ae").iterdir()) == ["binary-c32-seed0", "vq-K256-seed0"]
+    assert grids == [f"{g}-seed0.png" for g in ("class_conditional", "class_conditional_gaussian", "inpainting",
+                                                  "reconstruction", "temperature")]
+    assert sorted(p.name for p in (experiment_dir / "ae").iterdir()) == ["binary-c32-seed0", "continuous-d4-kl-seed0",
+                                                                         "continuous-d4-seed0", "vq-K256-seed0"]
 
 
 def test_efficiency_rows_count_network_evaluations_of_each_recipe(experiment_dir, smoke):
@@ -109,6 +117,18 @@ def test_efficiency_rows_count_network_evaluations_of_each_recipe(experiment_dir
     assert nfe["bernoulli/bs=16"] == recipes["bernoulli"].kwargs["default_steps"]  # 8
     assert nfe["absorbing/bs=16"] == recipes["absorbing"].kwargs["timesteps"]  # 32
     assert nfe["autoregressive/bs=16"] == 4 * 4  # one step per position of the 4x4 grid
+    assert nfe["gaussian/bs=16"] == smoke.continuous.recipe.kwargs["default_steps"]  # 8 DDIM steps
+
+
+def test_gaussian_rows_carry_the_continuous_hash_and_state_their_code_size(experiment_dir, smoke):
+    df = pd.read_csv(experiment_dir / "results.csv")
+    gaussian = df["variant"].str.split("/|=", regex=True).map(lambda parts: "gaussian" in parts)
+    assert gaussian.sum() > 0 and set(df.loc[gaussian, "config_hash"]) == {smoke.continuous_hash()}
+    assert set(df.loc[~gaussian, "config_hash"]) == {smoke.hash()}  # the other rows keep the pinned hash
+    rows = df[(df["experiment"] == "samplers") & df["variant"].str.startswith("gaussian/")]
+    size = rows.pivot_table(index="variant", columns="metric", values="value")
+    assert (size["latent_dim"] == 4).all() and (size["bits_per_image"] == 4 * 4 * 4 * 16).all()
+    assert "nll_bits_per_bit" not in set(rows["metric"])  # bits per dimension only, in its own column
 
 
 def test_ablation_samples_every_variant_with_all_T_steps(experiment_dir, smoke):
@@ -161,7 +181,8 @@ def test_paper_preset_runs_one_step_on_an_image_folder(tmp_path, monkeypatch):
     for i in range(8):
         Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(images / f"{i}.png")
     recipe = common.PriorRecipe({"parameterization": "residual", "timesteps": 4, "default_steps": 2}, resample=True)
-    paper = replace(common.PRESETS["paper"], size=32, ae_batch=1, prior_batch=1, prior_recipes={"bernoulli": recipe})
+    paper = replace(common.PRESETS["paper"], size=32, ae_batch=1, prior_batch=1, prior_recipes={"bernoulli": recipe},
+                    continuous=None)  # no Gaussian reference rows: only the Bernoulli recipe's cell
     monkeypatch.setitem(common.PRESETS, "paper", paper)
     out = tmp_path / "out"
     assert experiments_main(["efficiency", "--preset", "paper", "--out", str(out), "--data-dir", str(images),
@@ -239,10 +260,11 @@ def test_scaling_grid_changes_only_the_scaling_hash():
 def test_efficiency_scaling_cells_cover_every_prior_of_the_recipes():
     cells = efficiency.scaling_cells(common.get_preset("cpu"))
     variants = [cell.variant for cell in cells]
-    # 2 nets x 3 grids x 2 bit widths x (bernoulli S=16, absorbing S=256 and S=16, autoregressive)
-    assert len(variants) == len(set(variants)) == 48
+    # 2 nets x 3 grids x 2 bit widths x (bernoulli S=16, absorbing S=256 and S=16, autoregressive, gaussian)
+    assert len(variants) == len(set(variants)) == 60
     assert {"bernoulli/S=16/N=256/c=32/net=paper", "absorbing/S=256/N=16/c=64/net=cpu",
-            "absorbing/S=16/N=64/c=32/net=paper", "autoregressive/N=256/c=64/net=cpu"} <= set(variants)
+            "absorbing/S=16/N=64/c=32/net=paper", "autoregressive/N=256/c=64/net=cpu",
+            "gaussian/N=256/c=32/net=paper"} <= set(variants)
     later = replace(common.get_preset("smoke"), prior_recipes={**common.get_preset("smoke").prior_recipes,
                                                                "newprior": common.PriorRecipe()})
     assert sum(cell.prior == "newprior" and cell.steps is None for cell in efficiency.scaling_cells(later)) == 2
@@ -264,7 +286,10 @@ def test_efficiency_scaling_smoke_rows_extrapolate_diffusion_and_run_ar_in_full(
     smoke = common.get_preset("smoke")
     efficiency.run_scaling(smoke, tmp_path)
     df = pd.read_csv(tmp_path / "results.csv")
-    assert set(df["experiment"]) == {"efficiency-scaling"} and set(df["config_hash"]) == {smoke.scaling_hash()}
+    assert set(df["experiment"]) == {"efficiency-scaling"}
+    gaussian = df["variant"].str.startswith("gaussian/")
+    assert set(df.loc[~gaussian, "config_hash"]) == {smoke.scaling_hash()}
+    assert set(df.loc[gaussian, "config_hash"]) == {smoke.continuous_scaling_hash()}
     wide = df.pivot_table(index="variant", columns="metric", values="value")
     assert sorted(wide.index) == sorted(cell.variant for cell in efficiency.scaling_cells(smoke))
     assert np.isfinite(wide.to_numpy()).all() and (wide["peak_mem_mb"] >= 0).all()
@@ -275,6 +300,8 @@ def test_efficiency_scaling_smoke_rows_extrapolate_diffusion_and_run_ar_in_full(
             assert (row(name)["nfe_per_sample"], row(name)["timed_passes"], row(name)["extrapolated"]) == (nfe, 2, 1)
         ar = row("autoregressive")
         assert (ar["nfe_per_sample"], ar["timed_passes"], ar["extrapolated"]) == (N, N, 0)  # one pass per position
+        gauss = row("gaussian")  # continuous codes of the same shape, DDIM at the recipe's 8 steps
+        assert (gauss["nfe_per_sample"], gauss["timed_passes"], gauss["extrapolated"]) == (8, 2, 1)
     assert np.allclose(wide["samples_per_s"] * wide["seconds_per_batch"], wide["batch_size"])
     assert (wide["batch_size"] == 4).all()
     before = (tmp_path / "results.csv").read_bytes()
@@ -283,7 +310,8 @@ def test_efficiency_scaling_smoke_rows_extrapolate_diffusion_and_run_ar_in_full(
     assert analysis_main(["--results", str(tmp_path / "results.csv"), "--out", str(tmp_path / "report")]) == 0
     report = (tmp_path / "report" / "REPORT.md").read_text()
     assert "Sampling cost vs latent size" in report and "Untrained weights" in report
-    assert report.count("extrapolated from 2 steps") == 3 + 6  # paper-size stand-in table + every cell
+    # paper-size stand-in table + every cell: 3 diffusion samplers then, 4 with the Gaussian, at 2 grids
+    assert report.count("extrapolated from 2 steps") == 4 + 8
     assert "**autoregressive**, N = 4–16: tiny net: samples/s ∝ N^" in report
     assert (tmp_path / "report" / "plots" / "efficiency-scaling.png").stat().st_size > 0
 
@@ -296,4 +324,4 @@ def test_efficiency_scaling_runs_from_the_command_line(tmp_path):
         assert experiments_main(["efficiency-scaling", "--preset", "smoke-scaling-cli", "--out", str(tmp_path)]) == 0
     finally:
         del common.PRESETS["smoke-scaling-cli"]
-    assert pd.read_csv(tmp_path / "results.csv")["variant"].nunique() == 3
+    assert pd.read_csv(tmp_path / "results.csv")["variant"].nunique() == 4  # bernoulli, absorbing, AR, gaussian

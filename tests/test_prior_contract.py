@@ -27,13 +27,14 @@ import torch
 
 from discrete_priors.latents.base import KINDS, CodeSpec
 from discrete_priors.priors import PRIORS, build_prior, prior_from_config, register_prior, unregister_prior
-from discrete_priors.priors.base import LossOutput, NLLOutput, Prior
+from discrete_priors.priors.base import NLL_UNITS, LossOutput, NLLOutput, Prior
 
 # (registry name, tiny constructor kwargs, nll is exact)
 CASES = [
     ("bernoulli", dict(preset="tiny", timesteps=8), False),
     ("absorbing", dict(preset="tiny", timesteps=8), False),
     ("autoregressive", dict(preset="tiny"), True),
+    ("gaussian", dict(preset="tiny", timesteps=8), False),
 ]
 
 SPECS = {
@@ -97,6 +98,8 @@ def _codes(kind: str, batch: int = 16, seed: int = 0) -> torch.Tensor:
     spec, g = SPECS[kind], torch.Generator().manual_seed(seed)
     if kind == "binary":
         return torch.randint(0, 2, (batch, *spec.shape), generator=g).float()
+    if kind == "continuous":
+        return torch.randn((batch, *spec.shape), generator=g)
     return torch.randint(0, spec.vocab_size, (batch, *spec.shape), generator=g)
 
 
@@ -106,6 +109,8 @@ def _check_layout(codes: torch.Tensor, kind: str, n: int) -> None:
     if kind == "binary":
         assert codes.dtype == torch.float32
         assert set(codes.unique().tolist()) <= {0.0, 1.0}
+    elif kind == "continuous":
+        assert codes.dtype == torch.float32 and torch.isfinite(codes).all()
     else:
         assert codes.dtype == torch.long
         assert 0 <= codes.min() and codes.max() < spec.vocab_size
@@ -166,15 +171,28 @@ def test_sample_layout_and_seed_reproducibility(name, kwargs, exact, kind):
     assert prior.network_evals_per_sample(None, guidance=0.0) == evals
 
 
-def test_nll_shape_range_and_exact_flag(name, kwargs, exact, kind):
+def storage_bits_per_unit(spec: CodeSpec, unit: str) -> float:
+    """What a uniform model over the stored values of one code scores, per NLL unit: 1 bit per
+    latent bit (discrete codes), 16 bits per dimension of a float16-stored continuous code."""
+    assert unit in NLL_UNITS, f"unknown nll unit {unit!r}, expected one of {NLL_UNITS}"
+    return 1.0 if unit == "bits_per_bit" else spec.bits / (spec.num_positions * spec.channels)
+
+
+def test_nll_shape_range_unit_and_exact_flag(name, kwargs, exact, kind):
     prior = _build(name, kwargs, kind)
     out = prior.nll(_codes(kind, batch=6), generator=torch.Generator().manual_seed(0))
     assert isinstance(out, NLLOutput)
-    assert out.bits_per_bit.shape == (6,)
-    assert torch.isfinite(out.bits_per_bit).all()
-    # an untrained model is near uniform: about 1 bit per bit, never 0 or wildly more
-    assert (out.bits_per_bit > 0).all() and (out.bits_per_bit < 5).all(), out.bits_per_bit
+    assert out.unit == prior.nll_unit and out.unit in NLL_UNITS
+    assert out.bits.shape == (6,)
+    assert torch.isfinite(out.bits).all()
+    # an untrained model costs about what storing the code does (1 bit per bit; for a Gaussian
+    # diffusion starting as N(0, I), ~13 of float16's 16 bits per dimension), never 0 or wildly more
+    uniform = storage_bits_per_unit(SPECS[kind], out.unit)
+    assert (out.bits > 0).all() and (out.bits < 5 * uniform).all(), (out.bits, out.unit)
     assert out.exact is exact
+    if out.unit != "bits_per_bit":  # never readable as the discrete priors' column
+        with pytest.raises(ValueError, match="not bits per latent bit"):
+            out.bits_per_bit
 
 
 def test_invalid_codes_raise_value_errors_naming_the_problem(name, kwargs, exact, kind):
@@ -183,6 +201,9 @@ def test_invalid_codes_raise_value_errors_naming_the_problem(name, kwargs, exact
     bad = {"shape": codes[:, :-1]}
     if kind == "binary":
         bad["binary"] = codes.clone().index_fill_(1, torch.tensor([0]), 0.5)
+        bad["NaN"] = codes.clone().index_fill_(1, torch.tensor([0]), float("nan"))
+        bad["floating-point"] = codes.long()
+    elif kind == "continuous":
         bad["NaN"] = codes.clone().index_fill_(1, torch.tensor([0]), float("nan"))
         bad["floating-point"] = codes.long()
     else:
@@ -222,7 +243,7 @@ def test_class_conditional_loss_and_guided_sampling(name, kwargs, exact, kind):
     a = sample(0)
     _check_layout(a, kind, 6)
     assert torch.equal(a, sample(0))
-    assert torch.isfinite(prior.nll(codes, labels, generator=torch.Generator().manual_seed(0)).bits_per_bit).all()
+    assert torch.isfinite(prior.nll(codes, labels, generator=torch.Generator().manual_seed(0)).bits).all()
     # labels=None on a conditional prior: the unconditional (null-class) model
     _check_layout(prior.sample(3, generator=torch.Generator().manual_seed(0)), kind, 3)
     assert torch.isfinite(prior.loss(codes, generator=torch.Generator().manual_seed(0)).loss)
@@ -278,7 +299,7 @@ def test_config_is_json_and_rebuilds_an_identical_prior(name, kwargs, exact, kin
     assert type(rebuilt) is type(prior) and rebuilt.config == prior.config
     rebuilt.load_state_dict(prior.state_dict())
     codes, labels = _codes(kind, batch=4), torch.tensor([0, 1, 2, 0])
-    nll = lambda p: p.nll(codes, labels, generator=torch.Generator().manual_seed(0)).bits_per_bit  # noqa: E731
+    nll = lambda p: p.nll(codes, labels, generator=torch.Generator().manual_seed(0)).bits  # noqa: E731
     torch.testing.assert_close(nll(rebuilt), nll(prior))
     draw = lambda p: p.sample(4, labels=labels, generator=torch.Generator().manual_seed(0))  # noqa: E731
     assert torch.equal(draw(rebuilt), draw(prior))
@@ -290,7 +311,7 @@ __all__ = [  # the contract: what a module running it on its own CASES imports
     "test_forward_is_the_loss",
     "test_log_terms_off_keeps_the_loss_and_gradient",
     "test_sample_layout_and_seed_reproducibility",
-    "test_nll_shape_range_and_exact_flag",
+    "test_nll_shape_range_unit_and_exact_flag",
     "test_invalid_codes_raise_value_errors_naming_the_problem",
     "test_unsupported_kind_fails_at_construction",
     "test_labels_on_an_unconditional_prior_raise",
@@ -333,7 +354,11 @@ def test_register_prior_adds_a_lazy_or_class_entry_and_refuses_mistakes():
 # adaLN-zero (the Denoiser's default cond) adds per-block condition projections of ~2 dim² each,
 # which a diffusion prior pays as soon as it has a condition (time for bernoulli, labels for
 # absorbing) and the autoregressive prior (start-token conditioning) never does.
+# A prior of continuous codes (gaussian) is counted on the continuous spec of the same shape (16
+# positions x 32 dimensions): the same Denoiser, c in and c out, so its count equals bernoulli's.
 PARAMETER_SPEC = CodeSpec(kind="binary", grid=(4, 4), channels=32)
+PARAMETER_TWINS = {kind: CodeSpec(kind=kind, grid=PARAMETER_SPEC.grid, channels=PARAMETER_SPEC.channels)
+                   for kind in ("binary", "continuous")}
 PARAMETER_TOLERANCE = 1.25
 PARAMETER_COUNT_GAPS = {  # {cond: reason}, xfailed strictly like KNOWN_ISSUES
     "adaln": "adaLN conditioning adds 39-43% parameters (bernoulli always, absorbing when class-conditional)",
@@ -349,11 +374,12 @@ def test_same_preset_gives_parameter_counts_within_25_percent(request, record_pr
     counts = {}
     for name, _, _ in CASES:
         cls = _prior_class(name)
-        if cls is None or PARAMETER_SPEC.kind not in cls.accepts:
+        spec = next((PARAMETER_TWINS[k] for k in PARAMETER_TWINS if cls is not None and k in cls.accepts), None)
+        if spec is None:
             continue
         takes_cond = "cond" in inspect.signature(cls.__init__).parameters
         extra = dict(cond=cond) if cond is not None and takes_cond else {}
-        prior = build_prior(name, PARAMETER_SPEC, preset=preset, num_classes=num_classes, **extra)
+        prior = build_prior(name, spec, preset=preset, num_classes=num_classes, **extra)
         counts[name] = sum(p.numel() for p in prior.parameters())
     print(f"parameters ({preset}, num_classes={num_classes}, cond={cond}): {counts}")
     record_property("parameter_counts", json.dumps(counts))

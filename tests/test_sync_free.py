@@ -20,6 +20,7 @@ from discrete_priors.priors.schedules import SCHEDULES, make_schedule
 
 BITS = CodeSpec(kind="binary", grid=(3, 3), channels=5)
 TOKENS = CodeSpec(kind="categorical", grid=(3, 3), channels=1, vocab_size=7)
+FLOATS = CodeSpec(kind="continuous", grid=(3, 3), channels=5)
 
 
 @pytest.mark.parametrize("name", SCHEDULES)
@@ -74,7 +75,8 @@ def test_lagged_flag_reads_directly_off_cuda():
 
 CASES = [("bernoulli", BITS, dict(timesteps=16)), ("bernoulli", BITS, dict(timesteps=16, num_classes=3, cond="adaln")),
          ("absorbing", BITS, dict(timesteps=16)), ("absorbing", TOKENS, dict(timesteps=16, num_classes=3, order="confidence")),
-         ("autoregressive", BITS, dict()), ("autoregressive", TOKENS, dict(num_classes=3))]
+         ("autoregressive", BITS, dict()), ("autoregressive", TOKENS, dict(num_classes=3)),
+         ("gaussian", FLOATS, dict(timesteps=16)), ("gaussian", FLOATS, dict(timesteps=16, num_classes=3, sampler="ancestral"))]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (sync debug mode)")

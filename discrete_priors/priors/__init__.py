@@ -31,6 +31,7 @@ _REGISTRY: dict[str, tuple[str, str] | type[Prior]] = {
     "bernoulli": ("discrete_priors.priors.bernoulli", "BernoulliDiffusion"),
     "absorbing": ("discrete_priors.priors.absorbing", "AbsorbingDiffusion"),
     "autoregressive": ("discrete_priors.priors.autoregressive", "AutoregressivePrior"),
+    "gaussian": ("discrete_priors.priors.gaussian", "GaussianDiffusion"),
 }
 
 

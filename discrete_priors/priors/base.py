@@ -34,12 +34,31 @@ from discrete_priors.priors import sampling
 from discrete_priors.training import LossOutput  # the trainer's contract: what forward returns
 
 
-class NLLOutput(NamedTuple):
-    """bits_per_bit: (B,) negative log-likelihood of each code in bits per latent bit.
-    exact: True for an exact likelihood (autoregressive), False for an upper bound (diffusion VLB)."""
+NLL_UNITS = ("bits_per_bit", "bits_per_dim")
 
-    bits_per_bit: torch.Tensor
+
+class NLLOutput(NamedTuple):
+    """bits: (B,) negative log-likelihood of each code, in ``unit``:
+
+    * ``"bits_per_bit"``: −log₂ P(code) / (bits of the code) — discrete codes (binary, VQ);
+      a uniform model scores exactly 1.
+    * ``"bits_per_dim"``: −log₂ P(code) / (N·c latent dimensions) of a continuous code
+      discretised to its float16 storage grid (docs/method.md §9.4) — a different quantity,
+      never put in the bits-per-bit column (a uniform model over the grid scores 16).
+
+    exact: True for an exact likelihood (autoregressive), False for an upper bound (VLB/ELBO).
+    ``bits_per_bit`` reads ``bits`` and refuses any other unit."""
+
+    bits: torch.Tensor
     exact: bool
+    unit: str = "bits_per_bit"
+
+    @property
+    def bits_per_bit(self) -> torch.Tensor:
+        if self.unit != "bits_per_bit":
+            raise ValueError(f"this NLL is in {self.unit}, not bits per latent bit: read .bits and .unit "
+                             "(a continuous density is not comparable with the discrete priors' bits per bit)")
+        return self.bits
 
 
 class Prior(nn.Module):
@@ -52,6 +71,7 @@ class Prior(nn.Module):
     # (autoregressive); the inpaint command then regenerates everything from the first unknown on
     inpaints_prefix_only = False
     name: str = ""
+    nll_unit: str = "bits_per_bit"  # the unit of nll()'s NLLOutput (one of NLL_UNITS)
 
     def __init__(self, spec: CodeSpec | dict, *, num_classes: int | None = None, cond_drop_prob: float = 0.0):
         super().__init__()
@@ -65,6 +85,13 @@ class Prior(nn.Module):
         self.spec = spec
         self.num_classes = num_classes
         self.cond_drop_prob = float(cond_drop_prob)
+
+    @classmethod
+    def config_from_codes(cls, codes: torch.Tensor) -> dict:
+        """Constructor keywords computed once from the training codes (B, N, c) before training
+        (the pipeline passes them unless the caller gave them); none for most priors. The
+        Gaussian prior's ``latent_scale`` is one."""
+        return {}
 
     def shared_config(self, preset: str, sizes: dict) -> dict:
         """The first keys of every prior's config: spec, num_classes, preset and resolved sizes."""
@@ -180,7 +207,7 @@ class Prior(nn.Module):
 
     @torch.no_grad()
     def nll(self, codes: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None) -> NLLOutput:
-        """Negative log-likelihood (or its upper bound) in bits per latent bit, one per code."""
+        """Negative log-likelihood (or its upper bound), one per code, in ``self.nll_unit``."""
         raise NotImplementedError
 
     def network_evals_per_sample(self, steps: int | None = None, *, guidance: float = 0.0) -> int:

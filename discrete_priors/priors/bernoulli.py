@@ -24,6 +24,7 @@ from discrete_priors.nets.presets import network_sizes
 from discrete_priors.priors import bernoulli_math as bm
 from discrete_priors.priors import sampling
 from discrete_priors.priors.base import LossOutput, NLLOutput, Prior
+from discrete_priors.priors.sampling import sampling_grid  # noqa: F401  re-exported: the grid lived here
 from discrete_priors.priors.schedules import SCHEDULES, make_schedule
 
 LOSS_BALANCES = ("none", "class_balanced")
@@ -41,15 +42,6 @@ class VLBOutput(NamedTuple):
     t: torch.Tensor
     prior: torch.Tensor
     estimated: bool
-
-
-def sampling_grid(timesteps: int, steps: int) -> torch.Tensor:
-    """(steps + 1,) long, strictly decreasing from T to 0: round(linspace(T, 0, S + 1)).
-    Consecutive values of linspace differ by T/S >= 1, so rounding keeps them distinct; S = T
-    gives every step. The network at grid point t sees time t/T."""
-    if not isinstance(steps, int) or not 1 <= steps <= timesteps:
-        raise ValueError(f"steps must be an int in [1, {timesteps}] (the training T), got {steps!r}")
-    return torch.linspace(timesteps, 0, steps + 1, dtype=torch.float64).round().long()
 
 
 class BernoulliDiffusion(Prior):

@@ -47,6 +47,12 @@ def randint(low: int, high: int, shape, generator: torch.Generator | None, devic
     return torch.randint(low, high, shape, generator=generator, device=source).to(device)
 
 
+def normal(shape, generator: torch.Generator | None, device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """N(0, 1) of ``shape`` drawn like :func:`uniform` (on the generator's device, then moved)."""
+    source = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=source, dtype=dtype).to(device)
+
+
 def bernoulli(one_prob: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
     """{0,1} of one_prob's dtype with P(1) = one_prob (uniforms in that dtype: 1[u < p])."""
     return (uniform(one_prob.shape, generator, one_prob.device, one_prob.dtype) < one_prob).to(one_prob.dtype)
@@ -227,6 +233,15 @@ def masked_count(unknown: torch.Tensor, s: float, timesteps: int) -> torch.Tenso
     """round(U·γ(s)) (long): how many of U unknown tokens stay masked at s when revealing a fixed
     number per step (MaskGIT's confidence order with the linear schedule)."""
     return torch.round(unknown * s / timesteps).long()
+
+
+def sampling_grid(timesteps: int, steps: int) -> torch.Tensor:
+    """(steps + 1,) long, strictly decreasing from T to 0: round(linspace(T, 0, S + 1)).
+    Consecutive values of linspace differ by T/S >= 1, so rounding keeps them distinct; S = T
+    gives every step. The network at grid point t sees time t/T (the diffusion priors' grid)."""
+    if not isinstance(steps, int) or not 1 <= steps <= timesteps:
+        raise ValueError(f"steps must be an int in [1, {timesteps}] (the training T), got {steps!r}")
+    return torch.linspace(timesteps, 0, steps + 1, dtype=torch.float64).round().long()
 
 
 def time_grid(timesteps: int, steps: int) -> list[float]:

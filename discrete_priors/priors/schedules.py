@@ -1,9 +1,14 @@
-"""Noise schedules of the Bernoulli diffusion (docs/method.md §2.1): pure tables over t = 0..T.
+"""Noise schedules of the Bernoulli diffusion (docs/method.md §2.1) and of the Gaussian diffusion
+(§9.1): pure tables over t = 0..T.
 
 Every schedule is given by its *keep rate* k_t = Π_{i≤t}(1 − β_i), the probability mass that
 z⁰ still carries at step t: q(zᵗ | z⁰) = B(k_t z⁰ + b_t) with b_t = (1 − k_t)/2, so a bit of z⁰
 is flipped by time t with probability (1 − k_t)/2. k_0 = 1, b_0 = 0, and all schedules here end
 at k_T = 0 exactly, so z^T ~ B(½) exactly (the VLB prior term vanishes).
+
+The Gaussian diffusion's signal rate ᾱ_t = Π_{i≤t}(1 − β_i) is the same kind of table
+(:func:`signal_rates`): a :class:`Schedule` holds it as its k_t (``k``, ``beta`` and ``skip``
+mean ᾱ_t, β_t and ᾱ_t/ᾱ_s; ``b`` has no Gaussian meaning), ending at ᾱ_T > 0.
 
 Tables are float64 (the posterior needs 1 − K for K close to 1); callers cast what they gather.
 """
@@ -137,6 +142,38 @@ class Schedule:
     def flip_prob(self, t=None, *, check: bool = True) -> torch.Tensor:
         """Probability that a bit of z⁰ differs in zᵗ: (1 − k_t)/2 = b_t."""
         return self.b(t, check=check)
+
+
+GAUSSIAN_SCHEDULES = ("linear", "cosine")
+MAX_BETA = 0.999  # Nichol & Dhariwal's clip: keeps ᾱ_T > 0 and the last steps finite
+
+
+def signal_rates(name: str, timesteps: int) -> torch.Tensor:
+    """(T+1,) float64 ᾱ_t of a Gaussian diffusion, t = 0..T (ᾱ_0 = 1), from β_t clipped to 0.999.
+
+    * ``linear``: β_t linear from 1e-4 to 0.02 at T = 1000 (Ho et al. 2020,
+      https://arxiv.org/abs/2006.11239), both ends scaled by 1000/T so any T destroys as much signal.
+    * ``cosine``: ᾱ_t = f(t)/f(0), f(t) = cos²(π/2 · (t/T + s)/(1 + s)), s = 0.008 (Nichol & Dhariwal
+      2021, https://arxiv.org/abs/2102.09672), through β_t = 1 − ᾱ_t/ᾱ_{t−1} clipped like the linear.
+    """
+    if name not in GAUSSIAN_SCHEDULES:
+        raise ValueError(f"unknown Gaussian schedule {name!r}, expected one of {GAUSSIAN_SCHEDULES}")
+    if not isinstance(timesteps, int) or timesteps < 1:
+        raise ValueError(f"timesteps must be a positive int, got {timesteps!r}")
+    if name == "linear":
+        scale = 1000.0 / timesteps
+        beta = torch.linspace(1e-4 * scale, 0.02 * scale, timesteps, dtype=torch.float64)
+    else:
+        u = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
+        f = torch.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
+        beta = 1.0 - f[1:] / f[:-1]
+    beta = beta.clamp(max=MAX_BETA)
+    return torch.cat([beta.new_ones(1), torch.cumprod(1.0 - beta, 0)])
+
+
+def make_gaussian_schedule(name: str, timesteps: int) -> Schedule:
+    """A :class:`Schedule` over the Gaussian ᾱ_t of :func:`signal_rates` (``k(t)`` = ᾱ_t)."""
+    return Schedule(signal_rates(name, timesteps), name=f"gaussian-{name}")
 
 
 def make_schedule(name: str, timesteps: int) -> Schedule:
