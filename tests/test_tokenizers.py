@@ -203,7 +203,17 @@ def test_fsq_refuses_bad_levels():
     with pytest.raises(ValueError, match="integers >= 2"):
         FSQLatent(levels=[8, 1])
     with pytest.raises(ValueError, match="use fewer or smaller levels"):
-        FSQLatent(levels=[2**16, 2**16])
+        FSQLatent(levels=[2**32, 2**32])
+
+
+def test_fsq_with_a_vocabulary_beyond_int32_encodes_and_counts_usage_sparsely():
+    """16 channels of 4 levels: 2^32 codes (512 bits on a 4x4 grid); usage from the distinct codes."""
+    latent = FSQLatent(levels=[4] * 16)
+    k = latent.index_to_levels(torch.tensor([0, 2**32 - 1, 2**32 - 1, 12345]))
+    torch.testing.assert_close(latent.levels_to_index(k), torch.tensor([0, 2**32 - 1, 2**32 - 1, 12345]))
+    out = latent(_preimage(latent, k).T.reshape(1, 16, 2, 2))
+    assert float(out.stats["batch_usage"]) == pytest.approx(3 / 2**32)
+    assert float(out.stats["perplexity"]) == pytest.approx(math.exp(-(2 * 0.25 * math.log(0.25) + 0.5 * math.log(0.5))))
 
 
 # -- usage statistics ----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ Storage per kind (everything else lives in the safetensors metadata as JSON stri
 * ``binary``:      bits packed 8 per byte along the bit axis -> ``(B, N, ceil(c/8))`` uint8;
                    optional Bernoulli probabilities ``(B, N, c)`` float16 (for re-sampling codes
                    every step, the augmentation the Binary Latent Diffusion code uses).
-* ``categorical``: ``(B, N)`` in the smallest integer dtype holding ``vocab_size`` (uint8/int16/int32).
+* ``categorical``: ``(B, N)`` in the smallest integer dtype holding ``vocab_size`` (uint8/int16/int32/int64).
 * ``continuous``:  ``(B, N, c)`` float16.
 
 Codes of a latent space without Bernoulli probabilities (LFQ, BSQ, the deterministic binary
@@ -48,7 +48,9 @@ def _index_dtype(vocab_size: int) -> torch.dtype:
         return torch.uint8
     if vocab_size <= 2**15:
         return torch.int16
-    return torch.int32
+    if vocab_size <= 2**31:
+        return torch.int32
+    return torch.int64  # e.g. FSQ with 16 channels of 4 levels: 2^32 codes
 
 
 def pack_bits(codes: torch.Tensor) -> torch.Tensor:

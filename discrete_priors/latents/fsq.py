@@ -25,9 +25,9 @@ import torch
 from einops import rearrange
 
 from discrete_priors.latents.base import CodeSpec, LatentOutput, LatentSpace
-from discrete_priors.latents.vq import codebook_perplexity
 
-MAX_VOCAB = 2**31 - 1  # int32 indices in the latent cache
+MAX_VOCAB = 2**62  # int64 indices (the latent cache stores the smallest integer dtype that holds them)
+SPARSE_STATS_VOCAB = 2**20  # larger vocabularies: usage from the distinct codes, not a (vocab,) histogram
 
 
 def round_straight_through(x: torch.Tensor) -> torch.Tensor:
@@ -92,11 +92,19 @@ class FSQLatent(LatentSpace):
         k = self.quantise(rearrange(h, "b d h w -> (b h w) d"))
         index = self.levels_to_index(k)
         decoder_input = rearrange(k / self.half_width, "(b h w) d -> b d h w", b=b, h=height, w=width)
-        stats = {
-            "perplexity": codebook_perplexity(index, self.vocab_size).detach(),
-            "batch_usage": (torch.bincount(index, minlength=self.vocab_size) > 0).float().mean(),
-        }
-        return LatentOutput(decoder_input, rearrange(index, "(b n) -> b n", b=b), h.new_zeros(()), stats)
+        return LatentOutput(decoder_input, rearrange(index, "(b n) -> b n", b=b), h.new_zeros(()), self.usage_stats(index))
+
+    def usage_stats(self, index: torch.Tensor) -> dict:
+        """perplexity (exp of the entropy of the code histogram, in [1, ∏ L]) and batch_usage (fraction
+        of the ∏ L codes used) of ``index`` (any shape), 0-d tensors. Up to 2^20 codes from a
+        bincount (no host-device sync); beyond, from the distinct codes (torch.unique syncs)."""
+        if self.vocab_size <= SPARSE_STATS_VOCAB:
+            counts = torch.bincount(index.reshape(-1), minlength=self.vocab_size).float()
+        else:
+            counts = torch.unique(index.reshape(-1), return_counts=True)[1].float()
+        freq = counts / counts.sum().clamp_min(1)
+        return {"perplexity": torch.exp(-torch.special.xlogy(freq, freq).sum()),
+                "batch_usage": (counts > 0).float().sum() / self.vocab_size}
 
     @torch.no_grad()
     def encode(self, h: torch.Tensor, *, mode: str = "deterministic", generator: torch.Generator | None = None) -> torch.Tensor:
