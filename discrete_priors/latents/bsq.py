@@ -28,7 +28,7 @@ class BSQLatent(SignQuantiser):
 
     bits:              d, bits per position.
     group_size:        g of the batch entropy (1: BSQ's factorised per-bit entropy).
-    entropy_weight:    weight of E H(p(·|u)) − γ H(E p(·|u)) (0.1 as for LFQ).
+    entropy_weight:    weight of E H(p(·|u)) − γ H(E p(·|u)) in nats of the code (0.1 as for LFQ).
     diversity_weight:  γ.
     commitment_weight: β of β ‖u − sg(q)‖² (0.25; BSQ's error is bounded, so it matters less).
     temperature:       τ of p(c | u) = softmax_c(−‖u − c‖² / τ).

@@ -17,8 +17,10 @@ per-bit marginal entropies when g = 1. No 2^d table is ever built for g < d.
 
 Pitfalls avoided (vector-quantize-pytorch issues #78, #89, #120): the entropies are of the *soft*
 distribution (the hard code has zero per-sample entropy and no gradient); the batch term enters
-with a minus sign (maximised); entropies here are in bits per latent bit (divided by d), so both
-terms lie in [0, 1] whatever d and the weights carry over between code sizes.
+with a minus sign (maximised). The loss uses the paper's scale, entropies in nats of the whole
+code (so MAGVIT-v2's weight 0.1 means the same here); the reported terms (``entropy_terms``,
+stats) are in bits per latent bit (divided by d), in [0, 1] whatever d: loss term = w · d · ln 2 ·
+(per_sample − γ · batch).
 """
 
 from __future__ import annotations
@@ -158,7 +160,9 @@ class SignQuantiser(LatentSpace):
         terms = self.entropy_terms(projected)
         loss = self.commitment_weight * commitment
         if self.entropy_weight > 0:
-            loss = loss + self.entropy_weight * (terms.per_sample - self.diversity_weight * terms.batch)
+            # terms are in bits per bit; the paper's penalty is in nats of the whole d-bit code
+            nats_per_code = self.bits * LN2
+            loss = loss + self.entropy_weight * nats_per_code * (terms.per_sample - self.diversity_weight * terms.batch)
         codes = rearrange(bits, "(b n) d -> b n d", b=b)
         stats = bit_statistics(codes) | group_code_statistics(codes, self.group_size) | {
             "per_sample_entropy": terms.per_sample.detach(), "batch_entropy": terms.batch.detach(),
@@ -196,7 +200,8 @@ class LFQLatent(SignQuantiser):
     bits:              d, bits per position (encoder and decoder channels).
     group_size:        g, bits per group of the batch (codebook-usage) entropy; must divide d
                        (>= d: one group, the exact code entropy with a 2^d table).
-    entropy_weight:    weight of E H(p(·|x)) − γ H(E p(·|x)) (MAGVIT-v2: 0.1).
+    entropy_weight:    weight of E H(p(·|x)) − γ H(E p(·|x)), entropies in nats of the code as in
+                       the paper (MAGVIT-v2: 0.1).
     diversity_weight:  γ, weight of the batch entropy inside the penalty (MAGVIT-v2: 1).
     commitment_weight: β of β ‖x − sg(q)‖² (MAGVIT-v2 uses VQ-VAE's commitment loss; 0.25).
     temperature:       τ of p(c | x) = softmax_c(−‖x − c‖² / τ) (MAGVIT-v2's code: 0.01).
