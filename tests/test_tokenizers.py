@@ -101,6 +101,8 @@ def test_lfq_options_are_validated_with_the_fix_named():
     with pytest.raises(ValueError, match="expected mode 'deterministic'"):
         LFQLatent(bits=4).encode(torch.zeros(1, 4, 1, 1), mode="sample")
     assert LFQLatent(bits=6, group_size=8).group_size == 6  # one group when g >= d
+    with pytest.raises(ValueError, match="use a divisor of bits=32 that is <= 16"):
+        LFQLatent(bits=32, group_size=32)  # a 2^32 table: refused
 
 
 def test_group_bit_table_is_msb_first_like_the_cache():

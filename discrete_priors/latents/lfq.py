@@ -36,6 +36,7 @@ from discrete_priors.latents.base import CodeSpec, LatentOutput, LatentSpace
 from discrete_priors.latents.binary import bit_statistics
 
 LN2 = math.log(2.0)
+MAX_GROUP_SIZE = 16  # a group of g bits costs a 2^g-entry table per position
 
 
 class EntropyTerms(NamedTuple):
@@ -123,6 +124,9 @@ class SignQuantiser(LatentSpace):
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if min(group_size, bits) > MAX_GROUP_SIZE:
+            raise ValueError(f"group_size {min(group_size, bits)} needs a 2^{min(group_size, bits)}-entry table per "
+                             f"position: use a divisor of bits={bits} that is <= {MAX_GROUP_SIZE}")
         self.bits, self.group_size = bits, min(group_size, bits)
         self.entropy_weight, self.diversity_weight = entropy_weight, diversity_weight
         self.commitment_weight, self.temperature = commitment_weight, temperature
