@@ -192,7 +192,8 @@ def _format_size(fmt: LatentFormat, size: str):
     if not size.startswith(fmt.letter):
         return None
     parts = size[1:].split(".") if fmt.levels else [size[1:]]
-    if not all(p.isdigit() and int(p) >= 1 for p in parts):
+    smallest = 2 if fmt.levels else 1  # a scalar needs two levels to carry anything
+    if not all(p.isdigit() and int(p) >= smallest for p in parts):
         return None
     values = [int(p) for p in parts]
     return values if fmt.levels else values[0]

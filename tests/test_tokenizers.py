@@ -281,6 +281,25 @@ def test_fixed_binary_codes_are_bit_packed_and_resampling_is_refused(tmp_path):
                           probs=torch.full(codes.shape, 0.5))
 
 
+# -- format names and flags ---------------------------------------------------------------------
+
+def test_format_names_and_cli_flags_of_the_new_latents():
+    from discrete_priors.pipeline import latent_config, latent_kwargs
+
+    assert latent_config("lfq-c16") == {"kind": "lfq", "bits": 16}
+    assert latent_config("bsq-c8") == {"kind": "bsq", "bits": 8}
+    assert latent_config("fsq-L8.5.5.5") == {"kind": "fsq", "levels": [8, 5, 5, 5]}
+    assert latent_config("binary-det-c32") == {"kind": "binary", "bits": 32, "deterministic": True}
+    for bad in ("fsq-L8.x", "fsq-8.5", "fsq-L1.5", "fsq-L", "binary-det-K4", "lfq-d8"):
+        with pytest.raises(ValueError, match="unknown latent format"):
+            latent_config(bad)
+    assert latent_kwargs("fsq", levels=(8, 6, 5)) == {"kind": "fsq", "levels": [8, 6, 5]}
+    assert latent_kwargs("binary", bits=8, deterministic=True) == {"kind": "binary", "bits": 8, "deterministic": True}
+    assert latent_kwargs("binary", bits=8) == {"kind": "binary", "bits": 8}  # old configs (and hashes) unchanged
+    with pytest.raises(ValueError, match="applies to the binary latent only"):
+        latent_kwargs("lfq", deterministic=True)
+
+
 # -- through the command line, and learning ------------------------------------------------------
 
 NEW_LATENTS = {  # CLI flags -> (code kind, the prior trained on its cache)
