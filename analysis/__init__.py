@@ -13,7 +13,8 @@ as Python would parse them ("0.1", "16"). Examples: ``"bernoulli/S=16"`` (experi
 the step count is the ``S`` key), ``"absorbing/bs=64"`` (experiment "efficiency"),
 ``"target=residual/vlb=0.1"`` and ``"reverse=joint/balance=class_balanced"`` (experiment
 "ablation"), ``"binary-c32"`` / ``"vq-K512"`` / ``"continuous-d8"`` (experiment "reconstruction":
-the latent family is the name up to the first "-", or a ``latent=`` key). ``parse_variant``
+the latent family is the name up to the last "-", e.g. ``binary-det`` for ``"binary-det-c32"``,
+or a ``latent=`` key). ``parse_variant``
 turns one into ``Variant(name, params)``.
 """
 

@@ -7,35 +7,38 @@ are checked, each with the rule stated in the report:
 2. a small VLB weight λ helps (Table 7)                  — experiment "ablation", key ``vlb``;
 3. Bernoulli diffusion at 16 steps matches absorbing diffusion at many more steps (Figure 7)
                                                          — experiment "steps", ``bernoulli``/``absorbing``, ``S``;
-4. binary latents reconstruct better than VQ at comparable bits (Table 4)
+4. binary latents reconstruct better than VQ at comparable bits (Table 4), and
+5. at the same latent grid (32 bits vs a 1,024-entry codebook per position)
                                                          — experiment "reconstruction", ``binary-…``/``vq-…``;
-5. Bernoulli diffusion at 16 steps matches continuous latent diffusion (LDM) at many more steps
+6. what explains binary's gap to VQ: sampling noise, the binary format, or neither
+                                                         — ``binary-det-…``, ``lfq-…``, ``bsq-…`` beside them
+                                                           (analysis/reconstruction.py);
+7. Bernoulli diffusion at 16 steps matches continuous latent diffusion (LDM) at many more steps
                                                          — experiment "steps", ``bernoulli``/``gaussian``, ``S``.
 A claim whose rows are absent is "not measured", never an error; a contradiction is reported as is.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple
 
 import pandas as pd
 
 from analysis import plots, scaling
-from analysis.tables import (DEFAULT_DIRECTION, format_mean_std, load_results, parse_variant, summary_table,
+from analysis.claims import Cell as _Cell, Claim, cells as _cells, pooled as _pooled, verdict as _verdict
+from analysis.reconstruction import claim_equal_bits, claim_equal_grid, claim_gap_cause
+from analysis.tables import (DEFAULT_DIRECTION, load_results, parse_variant, summary_table,
                              to_latex, to_markdown, variant_sort_key)
 from discrete_priors.io import atomic_path
 
 MATCH_REL_TOL = 0.10         # claim 3: "matches" = within 10% of absorbing's fd ...
-COMPARABLE_BITS_RATIO = 1.5  # claim 4: two latents are "comparable" when their bits/image differ by <= 1.5x
 PAPER_LAMBDA = 0.1           # claim 2: the paper's λ, compared with λ = 0 when it was run
 
 SECTIONS = {  # experiment -> (title, metrics in preferred order, plot)
     "reconstruction": ("Reconstruction by latent format (paper Table 4)",
-                       ["psnr", "ssim", "rfd", "bits_per_image", "code_usage"], None),
+                       ["psnr", "ssim", "rfd", "bits_per_image", "perplexity", "code_usage", "bit_entropy"], None),
     "samplers": ("Alternative samplers on identical binary latents, with the continuous-latent (Gaussian "
                  "diffusion) reference rows (paper Table 5)",
                  ["fd", "precision", "recall", "nll_bits_per_bit", "nll_bits_per_dim", "nn_distance",
@@ -54,41 +57,6 @@ PRESET_KEYS = ("name", "dataset", "size", "ae_preset", "ae_steps", "bits", "vq_c
                "prior_batch", "num_samples", "nll_codes", "seeds")
 
 
-class Claim(NamedTuple):
-    title: str
-    verdict: str         # "supported" | "partly supported" | "not supported" | "not measured"
-    evidence: list[str]  # one line per comparison, with the numbers
-    rule: str
-
-
-class _Cell(NamedTuple):
-    mean: float
-    std: float  # 0 with one seed
-    n: int
-
-    def __str__(self) -> str:
-        return format_mean_std(self.mean, self.std if self.n > 1 else math.nan)
-
-
-def _cells(df: pd.DataFrame, experiment: str, metric: str) -> dict[str, _Cell]:
-    rows = df[(df["experiment"] == experiment) & (df["metric"] == metric)]
-    out = {}
-    for variant, values in rows.groupby("variant", sort=False)["value"]:
-        out[variant] = _Cell(float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0, len(values))
-    return out
-
-
-def _verdict(outcomes: list[bool | None]) -> str:
-    """All comparisons hold -> supported; all contradict -> not supported; else partly (None = mixed)."""
-    if not outcomes:
-        return "not measured"
-    if all(o is True for o in outcomes):
-        return "supported"
-    if all(o is False for o in outcomes):
-        return "not supported"
-    return "partly supported"
-
-
 def _grouped(cells: dict[str, _Cell], key: str) -> dict[str, dict[str, _Cell]]:
     """Variants that set ``key``, grouped by everything else in the variant (the fixed context)."""
     groups: dict[str, dict[str, _Cell]] = {}
@@ -99,10 +67,6 @@ def _grouped(cells: dict[str, _Cell], key: str) -> dict[str, dict[str, _Cell]]:
             context = "/".join([name] * bool(name) + [f"{k}={v}" for k, v in sorted(params.items())])
             groups.setdefault(context or "(nothing else varied)", {})[value] = cell
     return groups
-
-
-def _pooled(a: _Cell, b: _Cell) -> float:
-    return math.sqrt((a.std ** 2 + b.std ** 2) / 2)
 
 
 def claim_target_order(df: pd.DataFrame) -> Claim:
@@ -186,49 +150,12 @@ def claim_few_steps(df: pd.DataFrame, other: str = "absorbing", label: str = "ab
 
 
 def claim_few_steps_vs_continuous(df: pd.DataFrame) -> Claim:
-    """Claim 5: the same rule as claim 3 with the continuous-latent Gaussian diffusion (LDM baseline)."""
+    """Claim 7: the same rule as claim 3 with the continuous-latent Gaussian diffusion (LDM baseline)."""
     return claim_few_steps(df, other="gaussian", label="continuous latent")
 
 
-def _latent_family(variant: str) -> str:
-    name, params = parse_variant(variant)
-    return params.get("latent", name.split("-")[0]).lower()
-
-
-def claim_binary_vs_vq(df: pd.DataFrame) -> Claim:
-    rule = (f"Each binary latent is paired with the VQ latent of closest bits/image, if within "
-            f"{COMPARABLE_BITS_RATIO}x; binary must be better on every measured metric of psnr ↑, ssim ↑, rfd ↓ "
-            "(better on some only counts as partly).")
-    bits = _cells(df, "reconstruction", "bits_per_image")
-    binary = [v for v in bits if _latent_family(v) == "binary" and bits[v].mean > 0]
-    vq = [v for v in bits if _latent_family(v) == "vq" and bits[v].mean > 0]
-    quality = {m: _cells(df, "reconstruction", m) for m in ("psnr", "ssim", "rfd")}
-    outcomes, evidence = [], []
-    for b in binary:
-        if not vq:
-            break
-        v = min(vq, key=lambda v: abs(math.log(bits[v].mean / bits[b].mean)))
-        ratio = max(bits[v].mean, bits[b].mean) / min(bits[v].mean, bits[b].mean)
-        if ratio > COMPARABLE_BITS_RATIO:
-            evidence.append(f"{b} ({bits[b].mean:.0f} bits) has no VQ latent within {COMPARABLE_BITS_RATIO}x "
-                            f"(closest {v}, {bits[v].mean:.0f} bits): not compared")
-            continue
-        wins, parts = [], []
-        for metric, lower in (("psnr", False), ("ssim", False), ("rfd", True)):
-            if b in quality[metric] and v in quality[metric]:
-                mb, mv = quality[metric][b], quality[metric][v]
-                better = mb.mean < mv.mean if lower else mb.mean > mv.mean
-                wins.append(better)
-                parts.append(f"{metric} {mb} vs {mv} ({'better' if better else 'worse'})")
-        if not wins:
-            continue
-        outcomes.append(True if all(wins) else False if not any(wins) else None)
-        evidence.append(f"{b} ({bits[b].mean:.0f} bits) vs {v} ({bits[v].mean:.0f} bits): " + "; ".join(parts))
-    return Claim("Binary latents reconstruct better than VQ at comparable bits (Table 4)",
-                 _verdict(outcomes), evidence, rule)
-
-
-CLAIMS = (claim_target_order, claim_small_lambda, claim_few_steps, claim_binary_vs_vq, claim_few_steps_vs_continuous)
+CLAIMS = (claim_target_order, claim_small_lambda, claim_few_steps, claim_equal_bits, claim_equal_grid, claim_gap_cause,
+          claim_few_steps_vs_continuous)
 
 
 def evaluate_claims(df: pd.DataFrame) -> list[Claim]:

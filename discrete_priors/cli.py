@@ -1,6 +1,6 @@
 """Command line: ``python -m discrete_priors <command>`` (or ``discrete-priors <command>``).
 
-    train-ae     train an autoencoder (binary, VQ or continuous latents) on a dataset
+    train-ae     train an autoencoder (binary, LFQ, BSQ, VQ, FSQ or continuous latents) on a dataset
     encode       encode dataset splits once into a latent cache for the priors
     train-prior  train a prior (bernoulli, absorbing, autoregressive; gaussian on continuous latents) on a latent cache
     sample       draw samples from a prior and decode them: PNG grid + safetensors
@@ -45,6 +45,17 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
     return value
+
+
+def levels_list(text: str) -> list[int]:
+    """argparse type: comma-separated integers >= 2 (FSQ levels)."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 2 such as 8,5,5,5, got {text!r}") from None
+    if not values or min(values) < 2:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 2 such as 8,5,5,5, got {text!r}")
+    return values
 
 
 def module_constant(module: str, name: str) -> tuple:
@@ -142,10 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
     p = sub.add_parser("train-ae", help="train an autoencoder", formatter_class=HELP_FORMATTER,
-                       description="Train an autoencoder whose latent space is binary, VQ or continuous (same backbone).")
+                       description="Train an autoencoder whose latent space is binary (sampled or --deterministic), LFQ, "
+                                   "BSQ, VQ, FSQ or continuous (same backbone).")
     _add_data_args(p)
-    p.add_argument("--latent", default="binary", choices=list(LATENTS), help="latent space")
-    p.add_argument("--bits", type=positive_int, default=32, help="binary: bits per latent position (c)")
+    p.add_argument("--latent", default="binary", choices=list(LATENTS),
+                   help="latent space: binary (Bernoulli), lfq (signs, MAGVIT-v2), bsq (signs on the unit sphere), "
+                        "vq, fsq (rounded bounded scalars) or continuous (docs/method.md §1, §9)")
+    p.add_argument("--bits", type=positive_int, default=32, help="binary / lfq / bsq: bits per latent position (c)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="binary: train on the threshold 1[y > 1/2] instead of a Bernoulli draw (straight-through, no "
+                        "sampling noise); its caches hold fixed codes that priors cannot --resample")
+    p.add_argument("--levels", type=levels_list, default=(8, 5, 5, 5),
+                   help="fsq: levels per channel, comma-separated (vocabulary = their product; 8,5,5,5 = 1000 codes)")
     p.add_argument("--codebook-size", type=positive_int, default=512, help="vq: number of codebook vectors K")
     p.add_argument("--latent-dim", type=positive_int, default=8, help="vq / continuous: latent vector size")
     p.add_argument("--kl-weight", type=float, default=0.0, help="continuous: KL weight (0 = plain autoencoder)")
@@ -166,8 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", default="train,test", help="comma-separated splits to encode")
     p.add_argument("--mode", default="deterministic", choices=["deterministic", "sample"],
                    help="binary codes: threshold the probabilities at 1/2, or draw a Bernoulli sample "
-                        "(VQ and continuous codes are deterministic and refuse 'sample')")
-    p.add_argument("--no-probs", action="store_true", help="do not store Bernoulli probabilities")
+                        "(VQ, FSQ, LFQ, BSQ, deterministic binary and continuous codes refuse 'sample')")
+    p.add_argument("--no-probs", action="store_true",
+                   help="do not store Bernoulli probabilities (latent spaces without them, e.g. lfq, bsq or "
+                        "binary --deterministic, never store any: their caches are marked as fixed codes)")
     p.add_argument("--seed", type=int, default=0, help="seed for sampled codes (--mode sample)")
     _add_runtime_args(p)
     p.add_argument("--out", required=True, help="directory for <split>.safetensors")

@@ -25,7 +25,7 @@ PRIOR_FLAGS = ("timesteps", "schedule", "parameterization", "reverse", "loss_bal
 
 def train_ae(args) -> dict:
     latent = pipeline.latent_kwargs(args.latent, bits=args.bits, codebook_size=args.codebook_size, dim=args.latent_dim,
-                                    kl_weight=args.kl_weight)
+                                    kl_weight=args.kl_weight, levels=args.levels, deterministic=args.deterministic)
     overrides = {"adversarial_weight": args.adversarial_weight, "disc_start": args.disc_start}
     if args.recon_loss:
         overrides["recon_loss"] = args.recon_loss

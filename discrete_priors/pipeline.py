@@ -153,9 +153,11 @@ def decode_codes(ae, codes: torch.Tensor, *, batch_size: int = 256) -> torch.Ten
 class LatentFormat(NamedTuple):
     """How a latent space is named and configured from the command line."""
 
-    letter: str  # the letter of its size in format names: binary-c32, vq-K256, continuous-d8
+    letter: str  # the letter of its size in format names: binary-c32, vq-K256, continuous-d8, fsq-L8.6.5
     flags: tuple[str, ...]  # config keys the CLI's flat flags fill; the first is the size a name gives
     named: dict  # what a format name fixes besides its size
+    latent: str | None = None  # its name in discrete_priors.latents.LATENTS when not the format's own
+    levels: bool = False  # the size is a dot-separated list of integers (fsq-L8.6.5), not one integer
 
 
 # the latent spaces of discrete_priors.latents.LATENTS that the CLI flags and runner folder names
@@ -164,27 +166,56 @@ LATENT_FORMATS = {
     "binary": LatentFormat("c", ("bits",), {}),
     "vq": LatentFormat("K", ("codebook_size", "dim"), {"dim": 8}),
     "continuous": LatentFormat("d", ("dim", "kl_weight"), {}),
+    "lfq": LatentFormat("c", ("bits",), {}),
+    "bsq": LatentFormat("c", ("bits",), {}),
+    "fsq": LatentFormat("L", ("levels",), {}, levels=True),
+    # the binary latent trained on thresholded codes (no Bernoulli sampling): binary-det-c32
+    "binary-det": LatentFormat("c", ("bits",), {"deterministic": True}, latent="binary"),
 }
 
 
-def latent_kwargs(kind: str, *, bits: int = 32, codebook_size: int = 512, dim: int = 8, kl_weight: float = 0.0) -> dict:
-    """The latent-space config of ``kind`` from the CLI's flat flags (each kind takes its own)."""
-    if kind not in LATENT_FORMATS:
-        raise ValueError(f"unknown latent kind {kind!r}, expected one of {', '.join(LATENT_FORMATS)} "
+def latent_kwargs(kind: str, *, bits: int = 32, codebook_size: int = 512, dim: int = 8, kl_weight: float = 0.0,
+                  levels=(8, 5, 5, 5), deterministic: bool = False) -> dict:
+    """The latent-space config of ``kind`` (a name in ``LATENTS``) from the CLI's flat flags (each
+    kind takes its own); ``deterministic`` (binary only) trains on thresholded codes."""
+    kinds = [k for k, f in LATENT_FORMATS.items() if f.latent is None]
+    if kind not in kinds:
+        raise ValueError(f"unknown latent kind {kind!r}, expected one of {', '.join(kinds)} "
                          "(a latent space of discrete_priors.latents needs a line in pipeline.LATENT_FORMATS)")
-    flags = {"bits": bits, "codebook_size": codebook_size, "dim": dim, "kl_weight": kl_weight}
-    return {"kind": kind} | {key: flags[key] for key in LATENT_FORMATS[kind].flags}
+    if deterministic and kind != "binary":
+        raise ValueError(f"deterministic (--deterministic) applies to the binary latent only, got latent {kind!r} "
+                         "(lfq, bsq, fsq and vq codes are deterministic already)")
+    flags = {"bits": bits, "codebook_size": codebook_size, "dim": dim, "kl_weight": kl_weight,
+             "levels": [int(v) for v in levels]}
+    config = {"kind": kind} | {key: flags[key] for key in LATENT_FORMATS[kind].flags}
+    return config | ({"deterministic": True} if deterministic else {})
+
+
+def _format_size(fmt: LatentFormat, size: str):
+    """The size of a format name (``c32`` -> 32, ``L8.6.5`` -> [8, 6, 5]), or None if malformed."""
+    if not size.startswith(fmt.letter):
+        return None
+    parts = size[1:].split(".") if fmt.levels else [size[1:]]
+    smallest = 2 if fmt.levels else 1  # a scalar needs two levels to carry anything
+    if not all(p.isdigit() and int(p) >= smallest for p in parts):
+        return None
+    values = [int(p) for p in parts]
+    return values if fmt.levels else values[0]
 
 
 def latent_config(name: str) -> dict:
-    """Latent config of a format name: ``binary-c<bits>``, ``vq-K<codebook size>`` (dim 8) or
-    ``continuous-d<dim>`` — the names of autoencoder and cache folders, shared by every runner."""
+    """Latent config of a format name: ``binary-c<bits>``, ``binary-det-c<bits>`` (thresholded
+    codes), ``lfq-c<bits>``, ``bsq-c<bits>``, ``vq-K<codebook size>`` (dim 8), ``fsq-L<levels
+    joined by dots>`` or ``continuous-d<dim>`` — the names of autoencoder and cache folders,
+    shared by every runner."""
     kind, _, size = name.rpartition("-")
     fmt = LATENT_FORMATS.get(kind)
-    if fmt is None or not size.startswith(fmt.letter) or not size[1:].isdigit() or int(size[1:]) < 1:
+    value = None if fmt is None else _format_size(fmt, size)
+    if value is None:
         examples = ", ".join(f"{k}-{f.letter}<{f.flags[0].replace('_', ' ')}>" for k, f in LATENT_FORMATS.items())
-        raise ValueError(f"unknown latent format {name!r}, expected one of {examples} (e.g. binary-c32, vq-K256)")
-    return {"kind": kind, fmt.flags[0]: int(size[1:])} | fmt.named
+        raise ValueError(f"unknown latent format {name!r}, expected one of {examples} (e.g. binary-c32, vq-K256, "
+                         "fsq-L8.5.5.5)")
+    return {"kind": fmt.latent or kind, fmt.flags[0]: value} | fmt.named
 
 
 def train_config(*, steps: int, batch_size: int, lr: float, seed: int = 0, ema_decay: float = 0.999,
@@ -263,13 +294,16 @@ def write_latent_cache(*, ae_dir: str | Path, out_dir: str | Path, dataset: str 
     for split_index, (split, data) in enumerate(datasets.items()):
         # one generator per split, so a split's sampled codes do not depend on the others encoded with it
         generator = torch.Generator(device).manual_seed(seed * 1000 + split_index)
-        encoded[split] = encode_images(ae, data.images, mode=mode, with_probs=with_probs and binary, generator=generator,
+        # LFQ, BSQ and the deterministic binary latent have no Bernoulli probabilities: the cache
+        # records that its codes are fixed, and resampling from it is refused
+        encoded[split] = encode_images(ae, data.images, mode=mode, with_probs=with_probs and ae.latent.has_probs, generator=generator,
                                        progress=progress)
     paths = {}
     for split, data in datasets.items():
         path = Path(out_dir) / f"{split}.safetensors"
         save_latent_cache(path, codes=encoded[split].codes, spec=ae.code_spec, labels=data.labels,
                           probs=encoded[split].probs, autoencoder_hash=fingerprint,
+                          fixed_codes=not ae.latent.has_probs,
                           extra={"dataset": dataset, "split": split, "size": size, "mode": mode, "ae_dir": str(ae_dir),
                                  "num_classes": data.num_classes, "data_seed": data_seed, "classes": names})
         paths[split] = path

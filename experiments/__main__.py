@@ -1,7 +1,7 @@
 """``python -m experiments <name> --preset P --out DIR [overrides]``: run one comparison.
 
 Runners: reconstruction (Table 4), samplers (Table 5), efficiency (Table 6), efficiency-scaling (Table 6's
-sampling cost vs latent positions, bits and network size, untrained weights; not in `all`), steps (Figure 7), ablation (Table 7), figures (Figures 4, 6, 8 and reconstructions), sanity (metric scale: real, reconstructions, random codes). Presets: smoke (tiny, about a minute), cpu (Fashion-MNIST at 16x16, digits if it is not installed), paper
+sampling cost vs latent positions, bits and network size, untrained weights; not in `all`), steps (Figure 7), ablation (Table 7), figures (Figures 4, 6, 8 and reconstructions), sanity (metric scale: real, reconstructions, random codes). Presets: smoke (tiny, about a minute; reconstruction's 19 autoencoders about 3 more), cpu (Fashion-MNIST at 16x16, digits if it is not installed), paper
 (GPU scale; needs --data-dir with an image folder). Reruns skip finished cells and resume training.
 `python -m experiments gpu_check --out DIR` (flags: `gpu_check --help`) checks a GPU machine in 8 minutes.
 """

@@ -289,8 +289,9 @@ def ensure_prior(preset: Preset, out: Path, *, latents: Path, prior: str, varian
     recipe = preset.prior_recipes[prior]
     run = out / "priors" / f"{variant.replace('/', '_')}-seed{seed}"
     kwargs = {"preset": preset.net} | recipe.kwargs | (extra_kwargs or {})
-    # resampling draws binary codes from the encoder's Bernoulli probabilities; VQ tokens are one argmin
-    resample = recipe.resample and load_latent_cache(latents / "test.safetensors").spec.kind == "binary"
+    # resampling draws binary codes from the encoder's Bernoulli probabilities; VQ and FSQ tokens and
+    # the signs of LFQ / BSQ / deterministic binary latents are fixed (the cache has no probabilities)
+    resample = recipe.resample and load_latent_cache(latents / "test.safetensors").can_resample
     pipeline.train_prior(out=run, latents_dir=latents, prior=prior, prior_kwargs=kwargs,
                          train_config=pipeline.train_config(steps=preset.prior_steps, batch_size=preset.prior_batch,
                                                             lr=preset.prior_lr, seed=seed),

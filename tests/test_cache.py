@@ -61,7 +61,8 @@ def test_packed_size_is_c_over_8_bytes_per_position(tmp_path):
 
 
 @pytest.mark.parametrize("vocab, dtype", [(2, torch.uint8), (256, torch.uint8), (1000, torch.int16),
-                                          (2**15, torch.int16), (70000, torch.int32)])
+                                          (2**15, torch.int16), (70000, torch.int32),
+                                          (2**31, torch.int32), (2**32, torch.int64)])
 def test_categorical_round_trip_smallest_dtype(tmp_path, vocab, dtype):
     spec = CodeSpec(kind="categorical", grid=(2, 5), channels=1, vocab_size=vocab)
     codes = torch.randint(0, vocab, (7, 10), generator=torch.Generator().manual_seed(1))

@@ -62,7 +62,7 @@ def test_choices_are_the_registries():
     assert set(schedules.GAUSSIAN_SCHEDULES) <= set(prior["schedule"])
     ae = _choices("train-ae")
     assert ae["latent"] == tuple(LATENTS) and ae["latent"][:3] == ("binary", "vq", "continuous")
-    assert set(LATENT_FORMATS) <= set(LATENTS)
+    assert {fmt.latent or name for name, fmt in LATENT_FORMATS.items()} <= set(LATENTS)
     assert ae["preset"] == tuple(PRESETS) and ae["dataset"] == DATASETS
 
 

@@ -10,6 +10,7 @@ adds no row and trains nothing) and that the analysis reads every experiment.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from PIL import Image
 from analysis.__main__ import main as analysis_main
 from discrete_priors import pipeline
 from discrete_priors.io import read_json
-from experiments import ablation, common, efficiency, figures, samplers, steps
+from experiments import ablation, common, efficiency, figures, reconstruction, samplers, steps
 from experiments.__main__ import main as experiments_main
 
 pytestmark = pytest.mark.slow
@@ -325,3 +326,46 @@ def test_efficiency_scaling_runs_from_the_command_line(tmp_path):
     finally:
         del common.PRESETS["smoke-scaling-cli"]
     assert pd.read_csv(tmp_path / "results.csv")["variant"].nunique() == 4  # bernoulli, absorbing, AR, gaussian
+
+
+def test_reconstruction_grid_matches_bits_per_image_and_the_paper_grid():
+    """The default rows: every family at 128, 256 and 512 bits on the 4x4 grid (VQ at 128 only), plus
+    the paper's equal-grid pair and FSQ at VQ-K1024's bits; no training needed to check the budgets."""
+    from discrete_priors.latents import build_latent
+
+    def bits(name):
+        config = pipeline.latent_config(name)
+        return build_latent(config.pop("kind"), **config).code_spec((4, 4)).bits
+
+    budgets = {name: bits(name) for name in reconstruction.LATENTS}
+    for target in (128, 256, 512):
+        at = {n for n, b in budgets.items() if b == target}
+        families = {n.rpartition("-")[0] for n in at}
+        assert families >= {"binary", "binary-det", "lfq", "bsq", "fsq"}, (target, sorted(at))
+    assert sum(b in (128, 256, 512) for b in budgets.values()) >= 8
+    assert budgets["vq-K256"] == 128 and budgets["vq-K1024"] == 160 and budgets["binary-c32"] == 512
+    assert abs(budgets["fsq-L8.5.5.5"] - budgets["vq-K1024"]) < 1  # 1,000 vs 1,024 codes
+
+
+RECONSTRUCTION_SMOKE = ("binary-c8", "binary-det-c8", "fsq-L4.4.4.4", "vq-K256")  # LFQ / BSQ: tests/test_tokenizers.py
+
+
+def test_reconstruction_runner_writes_every_row_and_the_report_judges_both_framings(tmp_path, smoke):
+    reconstruction.run(smoke, tmp_path, latents=RECONSTRUCTION_SMOKE)
+    df = pd.read_csv(tmp_path / "results.csv")
+    assert set(df["variant"]) == set(RECONSTRUCTION_SMOKE)
+    for variant, rows in df.groupby("variant"):
+        expected = {"psnr", "ssim", "rfd", "bits_per_image", "perplexity", "code_usage"}
+        expected |= {"bit_entropy"} if not variant.startswith(("fsq", "vq")) else set()
+        assert expected <= set(rows["metric"]), variant
+        assert rows["value"].map(math.isfinite).all(), variant
+        values = rows.set_index("metric")["value"]
+        assert values["bits_per_image"] == 128 and 1 <= values["perplexity"] <= 256 and 0 < values["code_usage"] <= 1
+    results = (tmp_path / "results.csv").read_bytes()
+    reconstruction.run(smoke, tmp_path, latents=RECONSTRUCTION_SMOKE)  # rerun: nothing added
+    assert (tmp_path / "results.csv").read_bytes() == results
+    assert analysis_main(["--results", str(tmp_path / "results.csv"), "--out", str(tmp_path / "report")]) == 0
+    report = (tmp_path / "report" / "REPORT.md").read_text()
+    assert "binary-c8 (128 bits) vs vq-K256 (128 bits): psnr" in report  # equal bits (and, here, the largest c and K)
+    cause = re.search(r"### 6\. What explains.*?\n\n\*\*Verdict: ([a-z ]+)\*\*", report).group(1)
+    assert cause in {"sampling noise", "binary format", "neither", "no gap"}

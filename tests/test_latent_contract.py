@@ -25,6 +25,10 @@ CASES = [
     ("vq", dict(codebook_size=16, dim=4)),
     ("continuous", dict(dim=4)),
     ("continuous", dict(dim=4, kl_weight=1e-3)),
+    ("binary", dict(bits=6, deterministic=True)),
+    ("lfq", dict(bits=6, group_size=3)),
+    ("bsq", dict(bits=6)),
+    ("fsq", dict(levels=[4, 3, 5])),
 ]
 
 GRID = (2, 3)

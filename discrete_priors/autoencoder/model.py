@@ -42,7 +42,8 @@ class Autoencoder(nn.Module):
     """Convolutional autoencoder with a pluggable latent space.
 
     image_channels, image_size: input images (B, image_channels, image_size, image_size) in [0, 1].
-    latent:          ``{"kind": "binary" | "vq" | "continuous", **kwargs of that latent space}``.
+    latent:          ``{"kind": name, **kwargs of that latent space}``, name in ``latents.LATENTS``
+                     (binary, vq, continuous, lfq, bsq, fsq).
     downsample:      k, a power of 2; the latent grid is image_size / k on each side.
     width, channel_mult, num_res_blocks, attention: backbone; ``len(channel_mult)`` must be
                      log2(k) + 1 (one width per resolution); ``attention`` adds self-attention at the
@@ -117,7 +118,8 @@ class Autoencoder(nn.Module):
     def encode(self, images: torch.Tensor, mode: str = "deterministic", *,
                generator: torch.Generator | None = None) -> torch.Tensor:
         """images (B, C, H, W) in [0, 1] -> codes in the library layout (see latents/base.py).
-        mode: binary ``deterministic`` | ``sample`` | ``probs``; VQ ``deterministic``;
+        mode: binary ``deterministic`` | ``sample`` | ``probs`` (``deterministic`` only when trained with
+        ``deterministic=True``); VQ, FSQ, LFQ, BSQ ``deterministic``;
         continuous ``deterministic`` | ``sample``."""
         self._check_images(images)
         return self.latent.encode(self._encode_raw(images), mode=mode, generator=generator)

@@ -5,8 +5,13 @@ Storage per kind (everything else lives in the safetensors metadata as JSON stri
 * ``binary``:      bits packed 8 per byte along the bit axis -> ``(B, N, ceil(c/8))`` uint8;
                    optional Bernoulli probabilities ``(B, N, c)`` float16 (for re-sampling codes
                    every step, the augmentation the Binary Latent Diffusion code uses).
-* ``categorical``: ``(B, N)`` in the smallest integer dtype holding ``vocab_size`` (uint8/int16/int32).
+* ``categorical``: ``(B, N)`` in the smallest integer dtype holding ``vocab_size`` (uint8/int16/int32/int64).
 * ``continuous``:  ``(B, N, c)`` float16.
+
+Codes of a latent space without Bernoulli probabilities (LFQ, BSQ, the deterministic binary
+latent; VQ, FSQ and continuous too) are *fixed*: the file records it (``fixed_codes``), stores no
+probs, and resampling from it is refused with a message that says so — priors train on the
+codes as they are. LFQ and BSQ codes are binary-kind and stored bit-packed like any binary code.
 
 The file records the hash of the autoencoder config that produced it, so a prior is never trained
 on codes from a different autoencoder by accident (``expect_autoencoder_hash``).
@@ -43,7 +48,9 @@ def _index_dtype(vocab_size: int) -> torch.dtype:
         return torch.uint8
     if vocab_size <= 2**15:
         return torch.int16
-    return torch.int32
+    if vocab_size <= 2**31:
+        return torch.int32
+    return torch.int64  # e.g. FSQ with 16 channels of 4 levels: 2^32 codes
 
 
 def pack_bits(codes: torch.Tensor) -> torch.Tensor:
@@ -71,6 +78,7 @@ class LatentCache:
     stored_probs: torch.Tensor | None = None
     autoencoder_hash: str = ""
     extra: dict = field(default_factory=dict)
+    fixed_codes: bool = False  # made by a latent space with no Bernoulli probabilities (see module doc)
 
     def __len__(self) -> int:
         return self.stored_codes.shape[0]
@@ -85,6 +93,11 @@ class LatentCache:
     def probs(self) -> torch.Tensor | None:
         """(B, N, c) float32 Bernoulli probabilities of binary codes, or None if not stored."""
         return None if self.stored_probs is None else self.stored_probs.float()
+
+    @property
+    def can_resample(self) -> bool:
+        """Whether ``batch(resample=True)`` works: binary codes stored with their probabilities."""
+        return self.spec.kind == "binary" and self.stored_probs is not None
 
     @property
     def nbytes(self) -> int:
@@ -137,6 +150,10 @@ class LatentCache:
     def _check_resample(self) -> None:
         if self.spec.kind != "binary":
             raise ValueError(f"resample=True needs a binary cache, this one holds {self.spec.kind} codes")
+        if self.fixed_codes:
+            raise ValueError("resample=True needs Bernoulli probabilities, but this cache holds fixed codes of a latent "
+                             "space that has none (LFQ, BSQ or the deterministic binary latent: its codes are not draws "
+                             "from a Bernoulli posterior): train the prior on the codes as they are, without --resample")
         if self.stored_probs is None:
             raise ValueError("resample=True needs Bernoulli probabilities, but this cache was saved without probs: "
                              "encode again without --no-probs")
@@ -174,6 +191,7 @@ def save_latent_cache(
     probs: torch.Tensor | None = None,
     autoencoder_hash: str,
     extra: dict | None = None,
+    fixed_codes: bool = False,
 ) -> None:
     """Write a latent cache atomically to ``path`` (one ``.safetensors`` file).
 
@@ -182,6 +200,8 @@ def save_latent_cache(
     probs:  binary only, (B, N, c) Bernoulli probabilities in [0, 1] (stored as float16).
     autoencoder_hash: ``config_hash`` of the autoencoder that made the codes.
     extra:  any JSON-serialisable metadata (dataset, split, encode mode, ...).
+    fixed_codes: the latent space has no Bernoulli probabilities (``LatentSpace.has_probs`` is
+            False): recorded, and ``probs`` must then be None.
     """
     spec.check(codes)
     num = codes.shape[0]
@@ -196,6 +216,9 @@ def save_latent_cache(
             raise ValueError(f"continuous codes reach |{peak:.3g}|, beyond float16's range ({FLOAT16_MAX}); rescale them")
         tensors = {"codes": codes.to(torch.float16)}
     if probs is not None:
+        if fixed_codes:
+            raise ValueError("probs given with fixed_codes=True: a latent space without Bernoulli probabilities has "
+                             "none to store")
         if spec.kind != "binary":
             raise ValueError(f"probs are only stored for binary codes, got a {spec.kind} spec")
         if tuple(probs.shape) != tuple(codes.shape):
@@ -218,6 +241,7 @@ def save_latent_cache(
         "spec": json.dumps(spec.to_dict(), sort_keys=True),
         "autoencoder_hash": str(autoencoder_hash),
         "extra": extra_json,
+        "fixed_codes": "1" if fixed_codes else "0",
     }
     save_tensors(path, tensors, metadata)
 
@@ -263,4 +287,5 @@ def load_latent_cache(path: str | os.PathLike, *, expect_autoencoder_hash: str |
         stored_probs=tensors.get("probs"),
         autoencoder_hash=made_by,
         extra=json.loads(metadata["extra"]),
+        fixed_codes=metadata.get("fixed_codes", "0") == "1",  # caches written before the field: not fixed
     )

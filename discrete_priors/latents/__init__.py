@@ -1,13 +1,19 @@
-"""Latent spaces: binary (Bernoulli), VQ (categorical) and continuous, all behind one interface
-(:class:`~discrete_priors.latents.base.LatentSpace`) so the same autoencoder backbone serves each."""
+"""Latent spaces: binary (Bernoulli, or thresholded with ``deterministic=True``), the sign
+quantisers LFQ and BSQ (binary kind), VQ and FSQ (categorical) and continuous, all behind one
+interface (:class:`~discrete_priors.latents.base.LatentSpace`) so the same autoencoder backbone
+serves each."""
 
 from discrete_priors.latents.base import KINDS, CodeSpec, LatentOutput, LatentSpace
 from discrete_priors.latents.binary import BinaryLatent, binary_entropy_bits, bit_statistics
+from discrete_priors.latents.bsq import BSQLatent
 from discrete_priors.latents.continuous import ContinuousLatent, gaussian_kl
+from discrete_priors.latents.fsq import FSQLatent
+from discrete_priors.latents.lfq import LFQLatent
 from discrete_priors.latents.vq import VQLatent, codebook_perplexity
 
 # Names used in configs (``{"kind": "vq", ...}``); the code kind a prior sees is ``latent.kind``.
-LATENTS = {"binary": BinaryLatent, "vq": VQLatent, "continuous": ContinuousLatent}
+LATENTS = {"binary": BinaryLatent, "vq": VQLatent, "continuous": ContinuousLatent, "lfq": LFQLatent, "bsq": BSQLatent,
+           "fsq": FSQLatent}
 
 
 def register_latent(name: str, cls: type[LatentSpace], *, replace: bool = False) -> None:
@@ -40,7 +46,7 @@ def build_latent(kind_name: str, **kwargs) -> LatentSpace:
 
 
 __all__ = [
-    "KINDS", "LATENTS", "BinaryLatent", "CodeSpec", "ContinuousLatent", "LatentOutput", "LatentSpace", "VQLatent",
+    "KINDS", "LATENTS", "BSQLatent", "BinaryLatent", "CodeSpec", "ContinuousLatent", "FSQLatent", "LFQLatent", "LatentOutput", "LatentSpace", "VQLatent",
     "binary_entropy_bits", "bit_statistics", "build_latent", "codebook_perplexity", "gaussian_kl", "register_latent",
     "unregister_latent",
 ]

@@ -123,6 +123,9 @@ class LatentSpace(nn.Module):
     kind: str = ""
     encoder_channels: int
     decoder_channels: int
+    # True when codes are draws from Bernoulli probabilities that ``encode(mode="probs")`` returns:
+    # a latent cache then stores them and a prior may resample codes each step (binary, sampled)
+    has_probs: bool = False
 
     def forward(self, h: torch.Tensor, *, generator: torch.Generator | None = None) -> LatentOutput:
         """h: (B, encoder_channels, h, w) encoder output."""

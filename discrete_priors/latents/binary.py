@@ -5,6 +5,9 @@ The encoder gives c logits per position; y = sigmoid(logits). While training a c
 z ~ Bernoulli(y), and the straight-through estimator z~ = sg(z) + y - sg(y) carries the gradient
 to y (forward value z, backward identity). The decoder sees a learned *bias-free* linear map of
 z~: each bit that is on adds one learned vector (the "binary codebook" view).
+
+``deterministic=True`` replaces the draw by the threshold z = 1[y > 1/2] in training too (the
+same straight-through gradient), which isolates the effect of Bernoulli sampling (docs/method.md §9.4).
 """
 
 from __future__ import annotations
@@ -55,25 +58,36 @@ class BinaryLatent(LatentSpace):
     eval_code:      code used by ``forward`` in eval mode: ``deterministic`` (1[y > 0.5]) or ``sample``.
     entropy_weight: optional regulariser (off by default) that pushes each bit channel's batch
                     on-rate towards 1/2: ``entropy_weight * (1 - mean_j H(mean y_j))``.
+    deterministic:  train on the threshold 1[y > 1/2] instead of a Bernoulli draw (straight-through
+                    as before). The codes are then not draws from y: ``has_probs`` is False, and
+                    ``encode`` refuses ``sample`` and ``probs`` (a cache cannot resample them).
     """
 
     kind = "binary"
 
     def __init__(self, *, bits: int = 32, embed_dim: int | None = None, eval_code: str = "deterministic",
-                 entropy_weight: float = 0.0):
+                 entropy_weight: float = 0.0, deterministic: bool = False):
         super().__init__()
         if bits < 1:
             raise ValueError(f"bits must be a positive integer, got {bits}")
         assert eval_code in EVAL_CODES, f"unknown eval_code {eval_code!r}, expected one of {EVAL_CODES}"
         if entropy_weight < 0:
             raise ValueError(f"entropy_weight must be >= 0, got {entropy_weight}")
+        if deterministic and eval_code != "deterministic":
+            raise ValueError("deterministic=True trains on thresholded codes, so eval_code must be 'deterministic', "
+                             f"got {eval_code!r}")
         self.bits = bits
+        self.deterministic = bool(deterministic)
         self.eval_code = eval_code
         self.entropy_weight = entropy_weight
         self.encoder_channels = bits
         self.decoder_channels = embed_dim or bits
         # No bias: the all-zero code maps to the zero vector, each bit adds its own column.
         self.embed = nn.Conv2d(bits, self.decoder_channels, kernel_size=1, bias=False)
+
+    @property
+    def has_probs(self) -> bool:
+        return not self.deterministic
 
     def code_spec(self, grid: tuple[int, int]) -> CodeSpec:
         return CodeSpec(kind="binary", grid=grid, channels=self.bits)
@@ -82,7 +96,7 @@ class BinaryLatent(LatentSpace):
         """h: (B, bits, h, w) logits -> decoder input (B, embed_dim, h, w), codes (B, N, bits)."""
         self._check_input(h)
         probs = torch.sigmoid(h)
-        if self.training or self.eval_code == "sample":
+        if (self.training and not self.deterministic) or self.eval_code == "sample":
             code = torch.bernoulli(probs.detach(), generator=generator)
         else:
             code = (probs.detach() > 0.5).to(probs.dtype)
@@ -101,6 +115,9 @@ class BinaryLatent(LatentSpace):
         """h: (B, bits, h, w) logits -> (B, N, bits): codes in {0, 1} (``deterministic``: 1[y > 0.5];
         ``sample``: Bernoulli(y)) or the probabilities y in (0, 1) (``probs``)."""
         assert mode in ENCODE_MODES, f"unknown binary encode mode {mode!r}, expected one of {ENCODE_MODES}"
+        if self.deterministic and mode != "deterministic":
+            raise ValueError(f"this binary latent was trained with deterministic=True (thresholded codes, no Bernoulli "
+                             f"sampling): expected mode 'deterministic', got {mode!r}")
         self._check_input(h)
         probs = torch.sigmoid(h.float())
         if mode == "deterministic":

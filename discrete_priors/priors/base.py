@@ -43,7 +43,7 @@ class NLLOutput(NamedTuple):
     * ``"bits_per_bit"``: −log₂ P(code) / (bits of the code) — discrete codes (binary, VQ);
       a uniform model scores exactly 1.
     * ``"bits_per_dim"``: −log₂ P(code) / (N·c latent dimensions) of a continuous code
-      discretised to its float16 storage grid (docs/method.md §9.4) — a different quantity,
+      discretised to its float16 storage grid (docs/method.md §10.4) — a different quantity,
       never put in the bits-per-bit column (a uniform model over the grid scores 16).
 
     exact: True for an exact likelihood (autoregressive), False for an upper bound (VLB/ELBO).

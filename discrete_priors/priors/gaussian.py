@@ -9,7 +9,7 @@ training codes, as LDM), draws t ~ U{1..T} and ε ~ N(0, I) per sample, shows th
 x_t = α_t x_0 + σ_t ε (with t/T and the label) and regresses its output on the chosen target;
 ``sample`` runs DDIM or the ancestral chain on a grid of S <= T steps and divides by the scale.
 The per-element maths lives in :mod:`discrete_priors.priors.gaussian_math`, the ᾱ_t tables in
-:mod:`discrete_priors.priors.schedules`; docs/method.md §9 derives both.
+:mod:`discrete_priors.priors.schedules`; docs/method.md §10 derives both.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class GaussianVLB(NamedTuple):
 
 
 class GaussianDiffusion(Prior):
-    """Gaussian diffusion on continuous codes (B, N, c) (docs/method.md §9).
+    """Gaussian diffusion on continuous codes (B, N, c) (docs/method.md §10).
 
     preset/dim/depth/heads, cond, pos_emb: the :class:`Denoiser`, built exactly as the Bernoulli
       prior's (in and out c channels), so equal presets give equal parameter counts. Its output
@@ -214,7 +214,7 @@ class GaussianDiffusion(Prior):
             num_timesteps: int | None = None) -> GaussianVLB:
         """−log₂ P(z) per latent dimension <= the VLB, for z the codes rounded to float16 (their
         storage grid) and P the model's probability of z's float16 rounding interval (docs/method.md
-        §9.4): KL(q(x_T|x_0) ‖ N(0, I)) + Σ_{t=2}^T E_q ½(SNR_{t−1} − SNR_t)‖x̂_0 − x_0‖² + E_q −log p(z|x_1),
+        §10.4): KL(q(x_T|x_0) ‖ N(0, I)) + Σ_{t=2}^T E_q ½(SNR_{t−1} − SNR_t)‖x̂_0 − x_0‖² + E_q −log p(z|x_1),
         the decoder p(z | x_1) = Π N(x̂_0, β_1) integrated over each scaled interval. One x_t per t
         and code (T network calls of batch B); ``num_timesteps=M < T − 1`` estimates the sum over
         t >= 2 from M steps drawn without replacement, scaled by (T − 1)/M (the decoder is always exact)."""

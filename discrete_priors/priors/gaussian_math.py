@@ -1,4 +1,4 @@
-"""The maths of Gaussian diffusion, one pure function per formula (docs/method.md §9).
+"""The maths of Gaussian diffusion, one pure function per formula (docs/method.md §10).
 
 Notation: ᾱ_t the signal rate of the schedule (:func:`~discrete_priors.priors.schedules.signal_rates`),
 α_t = √ᾱ_t, σ_t = √(1 − ᾱ_t), SNR_t = ᾱ_t / (1 − ᾱ_t). The forward marginal is

@@ -1,5 +1,5 @@
 """Noise schedules of the Bernoulli diffusion (docs/method.md §2.1) and of the Gaussian diffusion
-(§9.1): pure tables over t = 0..T.
+(§10.1): pure tables over t = 0..T.
 
 Every schedule is given by its *keep rate* k_t = Π_{i≤t}(1 − β_i), the probability mass that
 z⁰ still carries at step t: q(zᵗ | z⁰) = B(k_t z⁰ + b_t) with b_t = (1 − k_t)/2, so a bit of z⁰
