@@ -55,6 +55,8 @@ def module_constant(module: str, name: str) -> tuple:
 
 
 LOSS_BALANCES = module_constant("discrete_priors.priors.bernoulli", "LOSS_BALANCES")
+TIME_SAMPLINGS = module_constant("discrete_priors.priors.bernoulli", "TIME_SAMPLINGS")
+FINAL_STEPS = module_constant("discrete_priors.priors.bernoulli", "FINAL_STEPS")
 LOSS_WEIGHTINGS = module_constant("discrete_priors.priors.absorbing", "LOSS_WEIGHTINGS")
 
 
@@ -149,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reverse", default=None, choices=REVERSE_FORMS, help="bernoulli: reverse-step form")
     p.add_argument("--loss-balance", default=None, choices=LOSS_BALANCES, help="bernoulli: BCE balancing")
     p.add_argument("--vlb-weight", type=float, default=None, help="bernoulli: weight λ of the VLB term")
+    p.add_argument("--time-sampling", default=None, choices=TIME_SAMPLINGS,
+                   help="bernoulli: how training draws t (importance: where the loss is high, reweighted)")
+    p.add_argument("--final-step", default=None, choices=FINAL_STEPS,
+                   help="bernoulli: the last sampling step: drawn (exact) or thresholded at 1/2 (reference code)")
     p.add_argument("--loss-weighting", default=None, choices=LOSS_WEIGHTINGS, help="absorbing: loss weighting")
     p.add_argument("--class-conditional", action="store_true", help="condition on labels (classifier-free guidance ready)")
     p.add_argument("--resample", action="store_true", help="binary: draw fresh codes from the cached probabilities each step")

@@ -17,7 +17,8 @@ from discrete_priors.io import append_text, load_tensors
 from discrete_priors.results import append_rows, make_rows
 from discrete_priors.training import autocast_context
 
-PRIOR_FLAGS = ("timesteps", "schedule", "parameterization", "reverse", "loss_balance", "vlb_weight", "loss_weighting")
+PRIOR_FLAGS = ("timesteps", "schedule", "parameterization", "reverse", "loss_balance", "vlb_weight", "time_sampling",
+               "final_step", "loss_weighting")
 
 
 def train_ae(args) -> dict:

@@ -55,6 +55,7 @@ def test_choices_are_the_registries():
     assert prior["parameterization"] == bernoulli_math.PARAMETERIZATIONS
     assert prior["reverse"] == bernoulli_math.REVERSE_FORMS
     assert prior["loss_balance"] == bernoulli.LOSS_BALANCES  # read from the source, not imported
+    assert prior["time_sampling"] == bernoulli.TIME_SAMPLINGS and prior["final_step"] == bernoulli.FINAL_STEPS
     assert prior["loss_weighting"] == absorbing.LOSS_WEIGHTINGS
     ae = _choices("train-ae")
     assert ae["latent"] == tuple(LATENTS) and ae["latent"][:3] == ("binary", "vq", "continuous")

@@ -50,7 +50,8 @@ def expected_cells(smoke) -> dict[str, dict[str, set[str]]]:
     speed = {"samples_per_s", "nfe_per_sample", "batch_size", "params"}
     ablation_variants = [f"target={t}/vlb={lam}" for t in ("direct", "x0", "residual") for lam in ("0", "0.1")]
     ablation_variants += [f"reverse={r}/balance={b}" for r in ("mixture", "joint") for b in ("none", "class_balanced")]
-    ablation_variants += ["final=threshold", "final=sample", "schedule=linear", "schedule=cosine"]
+    ablation_variants += [f"final={f}/S={s}" for s in ("16", "T") for f in ("threshold", "sample")]
+    ablation_variants += ["schedule=linear", "schedule=cosine"]
     return {
         "samplers": {v: quality | {"nll_bits_per_bit", "samples_per_s", "params"}
                      for v in ("bernoulli", "absorbing", "autoregressive", "absorbing/latents=vq-K256",
