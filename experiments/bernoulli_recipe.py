@@ -67,6 +67,12 @@ VARIANTS = {
     # adaLN adds ~40% parameters at equal width: dim 52 (heads 2) brings it back to the token count
     "cond=adaln,dim=52": ("time conditioning", dict(cond="adaln", dim=52), {}),
     "T=32": ("timesteps", dict(timesteps=32), {}),
+    # follow-ups: the learning rate closed most of the gap; combined with the next-best factors
+    "lr=3e-3,constant": ("combination", {}, dict(lr=3e-3, schedule="constant")),
+    "lr=3e-3,x0": ("combination", dict(parameterization="x0"), dict(lr=3e-3)),
+    "lr=3e-3,x0,constant": ("combination", dict(parameterization="x0"), dict(lr=3e-3, schedule="constant")),
+    "lr=3e-3,ema=0": ("combination", {}, dict(lr=3e-3, ema_decay=0.0)),
+    "lr=3e-3,adaln,dim=52": ("combination", dict(cond="adaln", dim=52), dict(lr=3e-3)),
 }
 
 COLUMNS = ("variant", "factor", "seed", "train_steps", "params", "train_s", "loss",
