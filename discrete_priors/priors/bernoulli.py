@@ -73,8 +73,10 @@ class BernoulliDiffusion(Prior):
       mean square of the recent per-sample loss at t (Nichol & Dhariwal 2021, §3.3), mixed with
       10% uniform, each sample's loss weighted 1/(T p_t) so the objective is unchanged (only its
       gradient variance is); uniform until every t has been seen once, uniform in eval mode.
-    final_step: "threshold" (z⁰ = 1[p̂(z⁰=1 | zᵗ) > ½], for direct 1[f > ½]; the reference code)
-      | "sample" (draw the last reverse step; under the mixture form that is z⁰ ~ B(p̂)).
+    final_step: "sample" (draw the last reverse step, the exact reverse process; under the mixture
+      form that is z⁰ ~ B(p̂)) | "threshold" (z⁰ = 1[p̂(z⁰=1 | zᵗ) > ½], for direct 1[f > ½]; the
+      reference code's choice, biased whenever the data has per-bit noise: with the Bayes-optimal
+      predictor it triples the 16-step TV on the synthetic mixture, tests/test_oracles.py).
     cond_drop_prob: per-sample probability of training with the null label (classifier-free guidance).
     inpaint_renoise: re-impose known bits re-noised to the current step (True) or clean (False).
     default_steps, temperature: sampling defaults (τ >= 0; 0 = argmax, see :meth:`sample`).
@@ -107,7 +109,7 @@ class BernoulliDiffusion(Prior):
         vlb_weight: float = 0.0,
         time_weighting: str = "uniform",
         time_sampling: str = "uniform",
-        final_step: str = "threshold",
+        final_step: str = "sample",
         inpaint_renoise: bool = False,
         default_steps: int | None = None,
         temperature: float = 1.0,
