@@ -116,6 +116,24 @@ def score(model: BernoulliDiffusion, dist, *, seed: int, oracle: dict, floor: fl
     return row
 
 
+def gap_by_step(model: BernoulliDiffusion, dist) -> list[dict]:
+    """Where the gap comes from: for each grid step t of the 16-step sampler, the exact TV of the
+    chain that uses the Bayes-optimal predictor everywhere except at t, where it uses ``model``'s
+    (``alone``), and of the chain that uses ``model`` everywhere except at t (``repaired``: the
+    oracle there). Rows: t, alone − oracle, trained − repaired, and the calibration KL at t."""
+    grid = sampling_grid(model.timesteps, STEPS)[:-1].tolist()
+    trained = network_marginals(model, dist, grid)
+    exact = {t: posterior_marginals(dist, float(model.schedule.flip_prob(t))) for t in grid}
+    calib = calibration_kl(dist, model.schedule, trained)
+
+    def chain_tv(marginals):
+        return tv(bernoulli_oracle_law(dist, model.schedule, steps=STEPS, final_step="sample", marginals=marginals), dist.table)
+
+    oracle, full = chain_tv(exact), chain_tv(trained)
+    return [dict(t=t, gap_alone=chain_tv(exact | {t: trained[t]}) - oracle, gap_repaired=full - chain_tv(trained | {t: exact[t]}),
+                 calib=calib[t]) for t in grid]
+
+
 def oracle_tvs(dist, timesteps: int) -> dict:
     """{(T, final_step): exact TV of the oracle chain at :data:`STEPS` steps}."""
     from discrete_priors.priors.schedules import make_schedule
@@ -175,6 +193,20 @@ def train_and_keep(dist, prior_kwargs: dict, train_kwargs: dict, *, steps: int, 
     return trainer.fit(), trainer
 
 
+def attribute(out: Path, variants, *, steps: int, seed: int) -> None:
+    """:func:`gap_by_step` of each variant (one training each), appended to ``out``."""
+    torch.set_num_threads(1)
+    dist = make_synthetic()
+    for name in variants:
+        _, prior_over, train_over = VARIANTS[name]
+        with tempfile.TemporaryDirectory() as tmp:
+            _, trainer = train_and_keep(dist, BASE_PRIOR | prior_over, BASE_TRAIN | train_over, steps=steps, seed=seed, out_dir=tmp)
+        rows = [dict(variant=name, seed=seed, train_steps=steps, **{k: round(v, 5) if isinstance(v, float) else v for k, v in r.items()})
+                for r in gap_by_step(trainer.eval_model().eval(), dist)]
+        append_csv(out, rows, ("variant", "seed", "train_steps", "t", "gap_alone", "gap_repaired", "calib"))
+        print(name, [(r["t"], r["gap_alone"], r["gap_repaired"]) for r in rows], flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.bernoulli_recipe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -182,11 +214,16 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=1000, help="training steps of every variant")
     parser.add_argument("--variants", default="all", help=f"comma-separated names or 'all': {', '.join(VARIANTS)}")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
+    parser.add_argument("--attribution", action="store_true",
+                        help="instead of rows: train each variant once and write gap_by_step rows (t, gap_alone, gap_repaired, calib) to --out")
     parser.add_argument("--empirical", action="store_true", help=f"also score {NUM_SAMPLES:,} actual samples per last step")
     args = parser.parse_args(argv)
     names = list(VARIANTS) if args.variants == "all" else args.variants.split(",")
     if unknown := set(names) - set(VARIANTS):
         raise SystemExit(f"unknown variants {sorted(unknown)}; expected some of {list(VARIANTS)}")
+    if args.attribution:
+        attribute(Path(args.out), names, steps=args.steps, seed=int(args.seeds.split(",")[0]))
+        return 0
     run(Path(args.out), variants=names, seeds=[int(s) for s in args.seeds.split(",")], steps=args.steps,
         empirical=args.empirical)
     return 0
