@@ -73,6 +73,8 @@ VARIANTS = {
     "lr=3e-3+constant": ("combination", {}, dict(lr=3e-3, schedule="constant")),
     "lr=3e-3+x0": ("combination", dict(parameterization="x0"), dict(lr=3e-3)),
     "lr=3e-3+x0+constant": ("combination", dict(parameterization="x0"), dict(lr=3e-3, schedule="constant")),
+    # the attribution (docs/method.md §2.7) puts the gap at small t: weight training toward it
+    "lr=3e-3+t=linear": ("combination", dict(time_sampling="linear"), dict(lr=3e-3)),
     "lr=3e-3+ema=0": ("combination", {}, dict(lr=3e-3, ema_decay=0.0)),
     "lr=3e-3+adaln+dim=52": ("combination", dict(cond="adaln", dim=52), dict(lr=3e-3)),
 }

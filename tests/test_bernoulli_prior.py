@@ -271,6 +271,17 @@ def test_importance_sampling_draws_its_law_and_keeps_the_loss_unbiased():
     assert prior._training_steps(4, torch.Generator().manual_seed(0))[1] is None
 
 
+def test_linear_time_sampling_draws_small_steps_more_often_without_weights():
+    """p_t = 2 (T + 1 − t) / (T (T + 1)): counts of 200,000 draws within 5 standard errors."""
+    T, n = 6, 200_000
+    prior, _ = make_prior(timesteps=T, time_sampling="linear")
+    t, weight = prior._training_steps(n, torch.Generator().manual_seed(0))
+    prob = 2 * (T + 1 - torch.arange(1, T + 1, dtype=torch.float64)) / (T * (T + 1))
+    freq = torch.bincount(t - 1, minlength=T).double() / n
+    assert weight is None and len(freq) == T
+    assert ((freq - prob).abs() <= 5 * (prob * (1 - prob) / n).sqrt()).all(), (freq, prob)
+
+
 @pytest.mark.slow
 def test_learns_synthetic_distribution():
     """A tiny residual prior (T = 32) trained for 800 steps, sampled with 16 steps, lands well inside

@@ -29,7 +29,7 @@ from discrete_priors.priors.schedules import SCHEDULES, make_schedule
 LOSS_BALANCES = ("none", "class_balanced")
 TIME_WEIGHTINGS = ("uniform", "linear")
 FINAL_STEPS = ("threshold", "sample")
-TIME_SAMPLINGS = ("uniform", "importance")
+TIME_SAMPLINGS = ("uniform", "importance", "linear")
 
 
 class VLBOutput(NamedTuple):
@@ -72,7 +72,9 @@ class BernoulliDiffusion(Prior):
     time_sampling: how training draws t — "uniform" on {1..T}, or "importance": p_t ∝ the root
       mean square of the recent per-sample loss at t (Nichol & Dhariwal 2021, §3.3), mixed with
       10% uniform, each sample's loss weighted 1/(T p_t) so the objective is unchanged (only its
-      gradient variance is); uniform until every t has been seen once, uniform in eval mode.
+      gradient variance is); uniform until every t has been seen once, uniform in eval mode;
+      or "linear": p_t ∝ T + 1 − t, unweighted (the objective weighted toward small t, where the
+      16-step sampler's TV is decided: docs/method.md §2.7; the per-t optimum is unchanged).
     final_step: "sample" (draw the last reverse step, the exact reverse process; under the mixture
       form that is z⁰ ~ B(p̂)) | "threshold" (z⁰ = 1[p̂(z⁰=1 | zᵗ) > ½], for direct 1[f > ½]; the
       reference code's choice, biased whenever the data has per-bit noise: with the Bayes-optimal
@@ -213,7 +215,15 @@ class BernoulliDiffusion(Prior):
 
     def _training_steps(self, batch: int, generator: torch.Generator | None):
         """(t (B,) long in 1..T, per-sample loss weight (B,) or None for uniform t): see ``time_sampling``."""
-        if self.time_sampling == "uniform" or not self.training or not bool(self.loss_seen.all()):
+        if self.time_sampling == "uniform" or not self.training:
+            return self._steps(batch, generator), None
+        if self.time_sampling == "linear":  # inverse CDF of p_t ∝ T + 1 − t: no table, no weights
+            T = self.timesteps
+            u = self._uniform((batch,), generator).to(torch.float64)
+            # P(t' <= t) = 1 − (T − t)(T − t + 1) / (T(T + 1)); solve for the smallest t with CDF >= u
+            root = (-1 + torch.sqrt(1 + 4 * (1 - u) * T * (T + 1))) / 2  # (T − t)(T − t + 1) = (1 − u) T (T + 1)
+            return (T - torch.floor(root)).long().clamp(1, T), None
+        if not bool(self.loss_seen.all()):
             return self._steps(batch, generator), None
         rms = self.loss_square.sqrt()
         prob = 0.9 * rms / rms.sum() + 0.1 / self.timesteps  # the uniform part bounds every weight by 10
