@@ -34,7 +34,7 @@ row passes S = T explicitly.
 
 Rows: fd, precision, recall on classifier features of ``num_samples`` samples, temperature 1.
 Variants that name the same model and sampling options (``target=residual/vlb=0``,
-``reverse=mixture/balance=none``, ``schedule=linear``) are evaluated once
+``reverse=mixture/balance=none``, ``final=<the recipe's>/S=T``, ``schedule=linear``) are evaluated once
 per run and recorded under each name: they are the same samples. Priors live under
 ``<out>/priors/ablation-<model>-binary-c<bits>-seed<k>/``.
 """
@@ -108,6 +108,9 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
     scoring = scoring_for(preset, out, data_dir=data_dir)
     timesteps = preset.prior_recipes["bernoulli"].kwargs["timesteps"]
     kwargs_of = models(preset)
+    # the recipe's last step spelled out, so that final=<it>/S=T and the cells sampled with the
+    # model's own options share one evaluation (the same samples)
+    recipe_final = {k: v for k, v in preset.prior_recipes["bernoulli"].kwargs.items() if k == "final_step"}
 
     for seed in preset.seeds:
         todo = pending(out, preset=preset, experiment="ablation", variants=[c.variant for c in cells(preset)], seed=seed)
@@ -117,7 +120,7 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
         ae = pipeline.load_autoencoder(binary.ae_dir)
         evaluated: dict[tuple, dict] = {}  # (model, sampling options) -> metrics: identical samples, computed once
         for cell in (c for c in cells(preset) if c.variant in todo):
-            options = {"steps": timesteps} | cell.sample_kwargs
+            options = {"steps": timesteps} | recipe_final | cell.sample_kwargs
             key = (cell.model, tuple(sorted(options.items())))
             if key not in evaluated:
                 if cell.model == BASELINE:  # the samplers runner's Bernoulli prior (same training recipe)

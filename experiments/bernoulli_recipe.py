@@ -8,7 +8,9 @@ fresh draws of the mixture (batch 256, a fixed step budget), then scores the EMA
   ``sample`` or ``threshold``): the network is evaluated on all 4,096 states at every grid step
   and the chain pushed forward exactly (tests/oracles.py ``network_marginals`` +
   ``bernoulli_oracle_law``), so no sampling noise enters;
-* ``emp_<final>``: the TV of 20,000 actual samples of ``prior.sample`` (what a user sees);
+* ``emp_<final>`` (with ``--empirical`` only; empty otherwise): the TV of 20,000 actual samples
+  of ``prior.sample`` — the exact law above is its expectation-free version (tests/test_oracles.py
+  checks the two agree), at 84 s per row more on the shared 2-core machine;
 * ``oracle_<final>``: the exact TV of the same sampler driven by the Bayes-optimal predictor, and
   ``gap_<final> = tv − oracle``; ``floor``: the TV of 20,000 exact draws of the truth (the
   acceptance of issue 12 is gap_sample <= floor);
@@ -18,6 +20,7 @@ fresh draws of the mixture (batch 256, a fixed step budget), then scores the EMA
 ``python -m experiments.bernoulli_recipe --out docs/results/recipe/recipe.csv [--steps N]
 [--variants a,b] [--seeds 0,1]``: rows are appended per (variant, seed, steps); rows already in
 the CSV are skipped, so an interrupted study resumes. Runs with one thread (the shared machine).
+``--attribution --out attribution.csv``: :func:`gap_by_step` rows of each variant instead.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from pathlib import Path
 import torch
 
 from discrete_priors.priors.bernoulli import BernoulliDiffusion, sampling_grid
+from discrete_priors.priors.schedules import make_schedule
 from discrete_priors.results import append_csv
 from discrete_priors.training import Trainer, TrainConfig
 from tests.oracles import bernoulli_oracle_law, calibration_kl, network_marginals, posterior_marginals, tv
@@ -138,8 +142,6 @@ def gap_by_step(model: BernoulliDiffusion, dist) -> list[dict]:
 
 def oracle_tvs(dist, timesteps: int) -> dict:
     """{(T, final_step): exact TV of the oracle chain at :data:`STEPS` steps}."""
-    from discrete_priors.priors.schedules import make_schedule
-
     schedule = make_schedule("linear", timesteps)
     grid = sampling_grid(timesteps, STEPS)[:-1].tolist()
     marginals = {t: posterior_marginals(dist, float(schedule.flip_prob(t))) for t in grid}

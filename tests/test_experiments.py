@@ -117,7 +117,7 @@ def test_ablation_samples_every_variant_with_all_T_steps(experiment_dir, smoke):
     every ablation prior is built with default_steps = T (direct cannot sample with fewer)."""
     df = pd.read_csv(experiment_dir / "results.csv")
     fd = df[(df["experiment"] == "ablation") & (df["metric"] == "fd")].set_index("variant")["value"]
-    same = ["target=residual/vlb=0", "reverse=mixture/balance=none", "final=threshold", "schedule=linear"]
+    same = ["target=residual/vlb=0", "reverse=mixture/balance=none", "final=sample/S=T", "schedule=linear"]
     assert fd[same].nunique() == 1
     assert fd[["target=direct/vlb=0", "target=direct/vlb=0.1"]].nunique() == 1  # one model: the loss differs in scale
     assert fd[["target=direct/vlb=0", "target=x0/vlb=0", "target=residual/vlb=0"]].nunique() == 3

@@ -214,7 +214,8 @@ class BernoulliDiffusion(Prior):
         return LossOutput(loss, {"target": target_loss.detach(), "vlb": vlb.detach(), "loss": loss.detach()})
 
     def _training_steps(self, batch: int, generator: torch.Generator | None):
-        """(t (B,) long in 1..T, per-sample loss weight (B,) or None for uniform t): see ``time_sampling``."""
+        """(t (B,) long in 1..T, per-sample loss weight (B,) or None): see ``time_sampling``; "importance"
+        reads ``loss_seen`` back once per step (a host-device sync)."""
         if self.time_sampling == "uniform" or not self.training:
             return self._steps(batch, generator), None
         if self.time_sampling == "linear":  # inverse CDF of p_t ∝ T + 1 − t: no table, no weights
