@@ -69,6 +69,8 @@ def module_constant(module: str, name: str) -> tuple:
 
 
 LOSS_BALANCES = module_constant("discrete_priors.priors.bernoulli", "LOSS_BALANCES")
+TIME_SAMPLINGS = module_constant("discrete_priors.priors.bernoulli", "TIME_SAMPLINGS")
+FINAL_STEPS = module_constant("discrete_priors.priors.bernoulli", "FINAL_STEPS")
 ABSORBING_WEIGHTINGS = module_constant("discrete_priors.priors.absorbing", "LOSS_WEIGHTINGS")
 GAUSSIAN_WEIGHTINGS = module_constant("discrete_priors.priors.gaussian", "LOSS_WEIGHTINGS")
 LOSS_WEIGHTINGS = ABSORBING_WEIGHTINGS + tuple(w for w in GAUSSIAN_WEIGHTINGS if w not in ABSORBING_WEIGHTINGS)
@@ -210,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reverse", default=None, choices=REVERSE_FORMS, help="bernoulli: reverse-step form")
     p.add_argument("--loss-balance", default=None, choices=LOSS_BALANCES, help="bernoulli: BCE balancing")
     p.add_argument("--vlb-weight", type=float, default=None, help="bernoulli: weight λ of the VLB term")
+    p.add_argument("--time-sampling", default=None, choices=TIME_SAMPLINGS,
+                   help="bernoulli: how training draws t (importance: where the loss is high, reweighted)")
+    p.add_argument("--final-step", default=None, choices=FINAL_STEPS,
+                   help="bernoulli: the last sampling step: drawn (exact) or thresholded at 1/2 (reference code)")
     p.add_argument("--loss-weighting", default=None, choices=LOSS_WEIGHTINGS,
                    help=f"absorbing: {', '.join(ABSORBING_WEIGHTINGS)}; gaussian: {', '.join(GAUSSIAN_WEIGHTINGS)} "
                         "(uniform = plain MSE of the target, min_snr = Min-SNR-5 on x0's error, vlb = each step "

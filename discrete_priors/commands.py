@@ -19,8 +19,8 @@ from discrete_priors.results import append_rows, make_rows
 from discrete_priors.training import autocast_context
 from discrete_priors.training.distributed import is_main_process
 
-PRIOR_FLAGS = ("timesteps", "schedule", "parameterization", "reverse", "loss_balance", "vlb_weight", "loss_weighting",
-               "target", "sampler", "eta")
+PRIOR_FLAGS = ("timesteps", "schedule", "parameterization", "reverse", "loss_balance", "vlb_weight", "time_sampling",
+               "final_step", "loss_weighting", "target", "sampler", "eta")
 
 
 def train_ae(args) -> dict:

@@ -9,12 +9,14 @@ size, steps, batch, lr) changed in one place:
 * from the baseline ``target=residual/vlb=0``, one implicit choice at a time:
   ``reverse=<mixture|joint>/balance=<none|class_balanced>`` — the reverse form is a sampling option
   (with λ = 0 it does not enter the training loss), so one model per balance serves both forms;
-  class-balanced loss weighting needs its own training. ``final=<threshold|sample>`` — how the
-  last step makes z⁰, a sampling option of the baseline model. ``schedule=<linear|cosine>`` —
+  class-balanced loss weighting needs its own training. ``final=<threshold|sample>/S=<16|T>`` —
+  how the last step makes z⁰ (thresholded, the reference code's choice, or drawn: the default),
+  a sampling option of the baseline model, at S = 16 and at S = T steps: the threshold's bias
+  grows with the length of the last jump (tests/test_oracles.py). ``schedule=<linear|cosine>`` —
   the noise schedule, cosine trained anew (linear is the baseline).
 
-Step count: every variant is sampled with S = T, the preset's training timesteps (256 at cpu,
-32 at smoke). The ``direct`` target predicts one step t → t−1 only and cannot sample with S < T,
+Step count: every variant but ``final=.../S=16`` is sampled with S = T, the preset's training
+timesteps (256 at cpu, 32 at smoke). The ``direct`` target predicts one step t → t−1 only and cannot sample with S < T,
 so S = T is the only like-for-like comparison across targets; every ablation prior is therefore
 also built with ``default_steps=T``. (The paper's Table 7 numbers are at its own step count; our
 S = T numbers are the targets' best case, and the steps runner shows the residual target at fewer.)
@@ -32,7 +34,7 @@ row passes S = T explicitly.
 
 Rows: fd, precision, recall on classifier features of ``num_samples`` samples, temperature 1.
 Variants that name the same model and sampling options (``target=residual/vlb=0``,
-``reverse=mixture/balance=none``, ``final=threshold``, ``schedule=linear``) are evaluated once
+``reverse=mixture/balance=none``, ``final=<the recipe's>/S=T``, ``schedule=linear``) are evaluated once
 per run and recorded under each name: they are the same samples. Priors live under
 ``<out>/priors/ablation-<model>-binary-c<bits>-seed<k>/``.
 """
@@ -50,6 +52,7 @@ TARGETS = ("direct", "x0", "residual")
 VLB_WEIGHTS = {"smoke": (0.0, 0.1)}
 DEFAULT_VLB_WEIGHTS = (0.0, 0.01, 0.1, 1.0)
 METRICS = ("fd", "precision", "recall")
+FINAL_STEP_STEPS = 16  # the last-step comparison at this S (capped at T) and at S = T
 
 
 def vlb_weights(preset: Preset) -> tuple[float, ...]:
@@ -93,7 +96,9 @@ def cells(preset: Preset) -> list[Cell]:
         for reverse in ("mixture", "joint"):
             model = BASELINE if balance == "none" else f"balance={balance}"
             rows.append(Cell(f"reverse={reverse}/balance={balance}", model, {"reverse": reverse}))
-    rows += [Cell(f"final={final}", BASELINE, {"final_step": final}) for final in ("threshold", "sample")]
+    timesteps = preset.prior_recipes["bernoulli"].kwargs["timesteps"]
+    rows += [Cell(f"final={final}/S={'T' if steps == timesteps else steps}", BASELINE, {"final_step": final, "steps": steps})
+             for steps in (min(FINAL_STEP_STEPS, timesteps), timesteps) for final in ("threshold", "sample")]
     rows += [Cell("schedule=linear", BASELINE, {}), Cell("schedule=cosine", "schedule=cosine", {})]
     return rows
 
@@ -103,6 +108,9 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
     scoring = scoring_for(preset, out, data_dir=data_dir)
     timesteps = preset.prior_recipes["bernoulli"].kwargs["timesteps"]
     kwargs_of = models(preset)
+    # the recipe's last step spelled out, so that final=<it>/S=T and the cells sampled with the
+    # model's own options share one evaluation (the same samples)
+    recipe_final = {k: v for k, v in preset.prior_recipes["bernoulli"].kwargs.items() if k == "final_step"}
 
     for seed in preset.seeds:
         todo = pending(out, preset=preset, experiment="ablation", variants=[c.variant for c in cells(preset)], seed=seed)
@@ -112,7 +120,8 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
         ae = pipeline.load_autoencoder(binary.ae_dir)
         evaluated: dict[tuple, dict] = {}  # (model, sampling options) -> metrics: identical samples, computed once
         for cell in (c for c in cells(preset) if c.variant in todo):
-            key = (cell.model, tuple(sorted(cell.sample_kwargs.items())))
+            options = {"steps": timesteps} | recipe_final | cell.sample_kwargs
+            key = (cell.model, tuple(sorted(options.items())))
             if key not in evaluated:
                 if cell.model == BASELINE:  # the samplers runner's Bernoulli prior (same training recipe)
                     prior_dir = ensure_samplers_prior(preset, out, latents=binary, prior="bernoulli", seed=seed)
@@ -122,7 +131,7 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
                                              extra_kwargs=kwargs_of[cell.model])
                 prior = pipeline.load_prior(prior_dir)
                 samples = pipeline.sample_images(ae, prior, preset.num_samples, seed=seed, progress=progress,
-                                                 steps=timesteps, temperature=1.0, **cell.sample_kwargs)
+                                                 temperature=1.0, **options)
                 quality = scoring.scorer(samples.images)
                 evaluated[key] = {k: quality[k] for k in METRICS}
             record(out, experiment="ablation", variant=cell.variant, seed=seed, values=evaluated[key],

@@ -51,7 +51,8 @@ def random_codes(n, seed=0):
 
 def test_config_rebuilds_the_prior():
     prior = BernoulliDiffusion(SPEC, num_classes=3, preset="tiny", timesteps=12, schedule="cosine", parameterization="x0",
-                               reverse="joint", loss_balance="class_balanced", vlb_weight=0.1, default_steps=4)
+                               reverse="joint", loss_balance="class_balanced", vlb_weight=0.1, default_steps=4,
+                               time_sampling="importance")
     config = json.loads(json.dumps(prior.config))
     assert config["spec"] == SPEC.to_dict() and "net" not in config
     assert (config["preset"], config["dim"], config["depth"], config["heads"]) == ("tiny", 64, 2, 2)
@@ -64,6 +65,7 @@ def test_config_rebuilds_the_prior():
 
 @pytest.mark.parametrize("bad", [dict(schedule="cos"), dict(parameterization="eps"), dict(reverse="both"),
                                  dict(loss_balance="focal"), dict(time_weighting="exp"), dict(final_step="argmax"),
+                                 dict(time_sampling="loss"),
                                  dict(cond_drop_prob=1.0), dict(vlb_weight=-1.0), dict(temperature=-1.0),
                                  dict(temperature=float("nan")),
                                  dict(cond="film"), dict(pos_emb="rope"), dict(preset="huge"),
@@ -235,6 +237,49 @@ def test_labels_dropped_per_sample_only_in_training():
     prior.eval()
     prior(random_codes(2000), labels, generator=torch.Generator().manual_seed(0))  # forward = loss
     assert torch.equal(spy.calls[-1]["labels"], labels)
+
+
+def test_importance_history_is_a_per_step_ema_of_the_squared_loss():
+    prior, _ = make_prior(timesteps=4, time_sampling="importance")
+    prior._record_losses(torch.tensor([1, 1, 3]), torch.tensor([1.0, 3.0, 2.0]))
+    assert prior.loss_seen.tolist() == [True, False, True, False]
+    assert prior.loss_square.tolist() == [5.0, 0.0, 4.0, 0.0]  # first visit: the batch mean of L²
+    prior._record_losses(torch.tensor([1]), torch.tensor([0.0]))
+    assert prior.loss_square[0].item() == pytest.approx(0.9 * 5.0)  # then an EMA at rate 0.1
+    # until every step has been seen, t stays uniform and unweighted
+    t, weight = prior._training_steps(8, torch.Generator().manual_seed(0))
+    assert weight is None and t.min() >= 1 and t.max() <= 4
+
+
+def test_importance_sampling_draws_its_law_and_keeps_the_loss_unbiased():
+    """With a full history, t is drawn from p_t = 0.9 rms_t / Σ rms + 0.1/T (counts of 200,000
+    draws within 5 standard errors) and weighted 1/(T p_t): E[w(t) f(t)] is the uniform mean of
+    any f (here within 5 standard errors of the Monte-Carlo mean). In eval mode t is uniform."""
+    T, n = 8, 200_000
+    prior, _ = make_prior(timesteps=T, time_sampling="importance")
+    prior.loss_square.copy_(torch.arange(1, T + 1, dtype=torch.float64) ** 2)  # rms_t = t
+    prior.loss_seen.fill_(True)
+    prob = 0.9 * torch.arange(1, T + 1, dtype=torch.float64) / (T * (T + 1) / 2) + 0.1 / T
+    t, weight = prior._training_steps(n, torch.Generator().manual_seed(0))
+    counts = torch.bincount(t - 1, minlength=T).double()
+    assert ((counts / n - prob).abs() <= 5 * (prob * (1 - prob) / n).sqrt()).all(), (counts / n, prob)
+    torch.testing.assert_close(weight.double(), 1 / (T * prob[t - 1]), rtol=1e-6, atol=0)
+    f = torch.linspace(-1, 2, T, dtype=torch.float64) ** 2
+    estimate = weight.double() * f[t - 1]
+    assert abs(estimate.mean().item() - f.mean().item()) < 5 * estimate.std().item() / n**0.5
+    prior.eval()
+    assert prior._training_steps(4, torch.Generator().manual_seed(0))[1] is None
+
+
+def test_linear_time_sampling_draws_small_steps_more_often_without_weights():
+    """p_t = 2 (T + 1 − t) / (T (T + 1)): counts of 200,000 draws within 5 standard errors."""
+    T, n = 6, 200_000
+    prior, _ = make_prior(timesteps=T, time_sampling="linear")
+    t, weight = prior._training_steps(n, torch.Generator().manual_seed(0))
+    prob = 2 * (T + 1 - torch.arange(1, T + 1, dtype=torch.float64)) / (T * (T + 1))
+    freq = torch.bincount(t - 1, minlength=T).double() / n
+    assert weight is None and len(freq) == T
+    assert ((freq - prob).abs() <= 5 * (prob * (1 - prob) / n).sqrt()).all(), (freq, prob)
 
 
 @pytest.mark.slow

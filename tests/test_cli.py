@@ -55,6 +55,7 @@ def test_choices_are_the_registries():
     assert prior["parameterization"] == bernoulli_math.PARAMETERIZATIONS
     assert prior["reverse"] == bernoulli_math.REVERSE_FORMS
     assert prior["loss_balance"] == bernoulli.LOSS_BALANCES  # read from the source, not imported
+    assert prior["time_sampling"] == bernoulli.TIME_SAMPLINGS and prior["final_step"] == bernoulli.FINAL_STEPS
     from discrete_priors.priors import gaussian, gaussian_math
 
     assert set(prior["loss_weighting"]) == set(absorbing.LOSS_WEIGHTINGS) | set(gaussian.LOSS_WEIGHTINGS)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from einops import rearrange
 
-from discrete_priors.priors.bernoulli import BernoulliDiffusion
+from discrete_priors.priors.bernoulli import BernoulliDiffusion, sampling_grid
 from discrete_priors.priors.schedules import make_schedule
 from tests.oracles import bernoulli_oracle_law, posterior_marginals, tv
 from tests.synthetic import all_codes, code_index, independent_bits_table, make_synthetic, noise_floor, total_variation
@@ -89,3 +89,22 @@ def test_structural_error_of_each_sampler_setting(dist):
     threshold = [result["threshold", s] for s in [4, 16, 32]]
     assert sample[0] > sample[1] > sample[2], sample
     assert all(t > 2 * s for s, t in zip(sample[1:], threshold[1:])), result
+
+
+def test_network_marginals_give_the_exact_law_of_a_trained_prior_sampler(dist):
+    """bernoulli_oracle_law fed a prior's own predictions (network_marginals) is the law of that
+    prior's sampler: 20,000 draws of an (untrained, random-weight) residual prior at 4 of T = 16
+    steps land within 1.3x the sampling-noise floor of it, for either last step."""
+    from tests.oracles import network_marginals
+
+    torch.manual_seed(0)
+    n, steps = 20_000, 4
+    prior = BernoulliDiffusion(dist.spec, preset="tiny", timesteps=16).eval()
+    marginals = network_marginals(prior, dist, sampling_grid(16, steps)[:-1].tolist())
+    for final_step in ["sample", "threshold"]:
+        law = bernoulli_oracle_law(dist, prior.schedule, steps=steps, final_step=final_step, marginals=marginals)
+        samples = prior.sample(n, steps=steps, final_step=final_step, generator=torch.Generator().manual_seed(0))
+        floor = noise_floor(law, n, generator=torch.Generator().manual_seed(1))
+        print(f"{final_step}: TV(samples, law) {total_variation(samples, law):.4f}, floor {floor:.4f}")
+        assert total_variation(samples, law) < 1.3 * floor
+        assert tv(law, dist.table) > 2 * floor  # a law far from the truth: the check is the sampler's
