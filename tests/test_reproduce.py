@@ -65,9 +65,12 @@ def test_killed_run_restarts_losing_at_most_the_cell_in_flight(tmp_path):
     # everything recorded before the kill is kept verbatim, in place, and no cell is recorded twice
     pd.testing.assert_frame_equal(after.iloc[:len(before)].reset_index(drop=True), before)
     assert not after.duplicated(CELL).any()
-    # every runner finished: the samplers' five priors and the ablation / figures cells are all there
+    # every runner finished: the samplers' five priors, the two Gaussian reference rows (plain and KL
+    # continuous latents), "real", and the ablation / figures cells are all there
     assert set(after["experiment"]) == {"reconstruction", "samplers", "efficiency", "steps", "ablation", "figures"}
-    assert after[after["experiment"] == "samplers"]["variant"].nunique() == 6
+    samplers = set(after.loc[after["experiment"] == "samplers", "variant"])
+    assert len(samplers) == 8 and {v for v in samplers if v.startswith("gaussian/")} == {
+        "gaussian/latents=continuous-d4", "gaussian/latents=continuous-d4-kl"}, sorted(samplers)
     # runs that had finished training before the kill were not trained again
     runs_after = _finished_runs(out)
     for name, last in runs_before.items():
