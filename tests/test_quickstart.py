@@ -53,4 +53,7 @@ def test_reference_folders_hold_decoded_random_codes_and_test_reconstructions(ti
     test = load_dataset(**pipeline.recorded_dataset(tiny_runs.ae), split="test").images
     recon = load_tensors(paths["reconstructions"]["samples"])
     assert torch.equal(recon["codes"], pipeline.encode_images(ae, test).codes) and len(recon["images"]) == len(test)
+    real = load_tensors(paths["real"]["samples"])["images"]
+    train = load_dataset(**pipeline.recorded_dataset(tiny_runs.ae), split="train").images
+    assert len(real) == 12 and all((train == image).all(dim=(1, 2, 3)).any() for image in real)  # training images
     assert (tmp_path / "random-codes" / "grid.png").is_file()
