@@ -90,9 +90,15 @@ def test_presets_build_with_expected_grids():
     for name, size, grid in (("tiny", 16, 4), ("cpu-digits", 16, 4), ("cpu-fashion", 28, 7)):
         ae = Autoencoder(**autoencoder_preset(name, latent=LATENTS["binary"], image_size=size, image_channels=1))
         assert ae.grid == (grid, grid)
+    folder = Autoencoder(**autoencoder_preset("folder32", latent={"kind": "binary", "bits": 32}, image_size=32,
+                                              image_channels=3))
+    assert folder.grid == (4, 4)
+    codes = folder.encode(torch.rand(2, 3, 32, 32), mode="sample", generator=torch.Generator().manual_seed(0))
+    assert codes.shape == (2, 16, 32) == (2, *folder.code_spec.shape)  # 4 x 4 positions, 32 bits each
+    assert folder.decode(codes).shape == (2, 3, 32, 32)
     paper = autoencoder_preset("paper", latent={"kind": "binary", "bits": 32}, image_size=256, image_channels=3)
     assert paper["downsample"] == 16 and paper["channel_mult"] == [1, 1, 2, 2, 4] and paper["attention"]
-    assert set(PRESETS) == {"tiny", "cpu-digits", "cpu-fashion", "paper"}
+    assert set(PRESETS) == {"tiny", "cpu-digits", "cpu-fashion", "folder32", "paper"}
 
 
 def test_adversarial_loss_and_discriminator_contract():
