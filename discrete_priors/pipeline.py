@@ -31,6 +31,12 @@ def progress_enabled(progress: bool | None = None) -> bool:
     return sys.stderr.isatty() if progress is None else progress
 
 
+def training_progress(progress: bool | None = None) -> bool:
+    """What a Trainer is given: on unless asked off. The Trainer itself draws a bar on a terminal
+    and writes a plain line per log window when the output is redirected (a log file, CI)."""
+    return progress is not False
+
+
 # ---------------------------------------------------------------------------------------------
 # checkpoints
 # ---------------------------------------------------------------------------------------------
@@ -256,7 +262,7 @@ def train_autoencoder(*, out: str | Path, dataset: str = "digits", size: int | N
     torch.manual_seed(train_config.get("seed", 0))  # initial weights are a function of the seed
     model = Autoencoder(**model_config)
     trainer = Trainer(model, (data.images,), config, Path(out), hook=model.training_hook(),
-                      progress=progress_enabled(progress))
+                      progress=training_progress(progress))
     names = class_names(dataset, data_dir=data_dir)
     extra = {"classes": names, "data_dir": None if data_dir is None else str(Path(data_dir).resolve())}
     check_data_record(out, {"dataset": dataset, "size": height, "data_seed": data_seed}, create=True, extra=extra)
@@ -335,7 +341,7 @@ def train_prior(*, out: str | Path, latents_dir: str | Path, prior: str = "berno
     if info_path.exists() and read_json(info_path).get("autoencoder_hash") != cache.autoencoder_hash:
         raise ValueError(f"the prior in {out} was trained on codes of another autoencoder than the cache in "
                          f"{latents_dir} now holds: use a new --out (or delete {out}) to train on the new codes")
-    trainer = Trainer(model, source, config, Path(out), progress=progress_enabled(progress))
+    trainer = Trainer(model, source, config, Path(out), progress=training_progress(progress))
     write_json(info_path, {"name": prior, "latents": str(latents_dir), "resample": resample,
                            "autoencoder_hash": cache.autoencoder_hash})
     return trainer.fit()

@@ -209,3 +209,13 @@ def test_labels_out_of_range_and_guidance_without_labels(tiny_runs, tmp_path, pr
             main([command, "--ae", str(tiny_runs.ae), "--prior", str(getattr(tiny_runs, prior)), *where, *more,
                   "--out", str(tmp_path / command), *RUNTIME])
         assert_nothing_written(tmp_path / command)
+
+
+def test_redirected_train_ae_prints_a_plain_loss_line_per_log_window(tmp_path):
+    """Output to a file (not a terminal): the command's trainer still says where it is, as plain lines."""
+    out = tmp_path / "ae"
+    run = subprocess.run([sys.executable, "-m", "discrete_priors", "train-ae", "--dataset", "digits", "--latent", "binary",
+                          "--bits", "4", "--preset", "tiny", "--steps", "4", "--batch-size", "8",
+                          *RUNTIME, "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "ae: step 4/4 loss " in run.stderr and "steps/s" in run.stderr, run.stderr[-2000:]
