@@ -100,3 +100,13 @@ def has_cell(path: str | Path, *, experiment: str, variant: str, seed: int, conf
         raise ValueError(f"{path} already holds {experiment}/{variant}/seed {seed} from another configuration "
                          f"({sorted(hashes)}, now {config_hash}): use a new output directory")
     return bool(hashes)
+
+
+def cell_values(path: str | Path, *, experiment: str, variant: str, seed: int) -> dict[str, float]:
+    """metric -> value of one recorded (experiment, variant, seed) cell ({} when it is not there)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    with path.open() as f:
+        return {r["metric"]: float(r["value"]) for r in csv.DictReader(f)
+                if r["experiment"] == experiment and r["variant"] == variant and int(r["seed"]) == seed}

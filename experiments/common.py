@@ -15,6 +15,7 @@ retrained, and a (experiment, variant, seed) cell already in results.csv is skip
 from __future__ import annotations
 
 import functools
+import json
 import re
 
 import time
@@ -28,7 +29,7 @@ import torch
 from discrete_priors import evaluate, metrics, pipeline
 from discrete_priors.data import load_dataset, load_latent_cache
 from discrete_priors.io import config_hash, read_json
-from discrete_priors.results import append_csv, append_rows, has_cell, machine, make_rows
+from discrete_priors.results import append_csv, append_rows, cell_values, has_cell, machine, make_rows
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,30 @@ class ContinuousBaseline:
 
 
 @dataclass(frozen=True)
+class LrSweep:
+    """Each prior's own learning rate (issue 12): for every (prior, latents) the runners train, a
+    short run at each rate of ``grid`` (``fraction`` of the preset's prior steps, same batch, seed,
+    warm-up and cosine shape), and the rate whose mean training loss over the last ``tail`` of that
+    run is lowest trains the real prior. The training loss, never a test metric: within one prior
+    the objective is the same at every rate, and no held-out code or image is looked at. Rows
+    ``lr-sweep`` / ``<prior>/latents=<name>/lr=<lr>`` (metric ``train_loss``); the chosen rate is
+    the ``lr`` metric of the rows its prior makes (samplers, steps)."""
+
+    grid: tuple[float, ...] = (1e-3, 3e-3, 1e-2)
+    fraction: float = 1 / 3
+    tail: float = 0.2
+
+    def __post_init__(self):
+        if not self.grid or min(self.grid) <= 0:
+            raise ValueError(f"lr sweep grid must be positive learning rates, got {self.grid}")
+        if not 0 < self.fraction <= 1 or not 0 < self.tail <= 1:
+            raise ValueError(f"lr sweep fraction and tail must be in (0, 1], got {self.fraction}, {self.tail}")
+
+    def steps(self, prior_steps: int) -> int:
+        return max(1, round(self.fraction * prior_steps))
+
+
+@dataclass(frozen=True)
 class Preset:
     """Scale of a whole experiment. ``prior_recipes`` hold each prior's own best-known recipe;
     the network size (``net``) is shared by all priors so comparisons are at equal size."""
@@ -143,6 +168,8 @@ class Preset:
     scaling: ScalingGrid = field(default_factory=ScalingGrid)
     # the Gaussian-diffusion reference rows of samplers/steps/efficiency/figures; None: none of them
     continuous: ContinuousBaseline | None = field(default_factory=ContinuousBaseline)
+    # each prior's learning rate from a short sweep (None: every prior at prior_lr)
+    lr_sweep: LrSweep | None = field(default_factory=LrSweep)
 
     def hash(self) -> str:
         """The config hash every trained-model cell is recorded under. ``scaling`` is left out:
@@ -150,6 +177,8 @@ class Preset:
         of the records made before it existed stay valid (tests pin them)."""
         config = asdict(self)
         del config["scaling"], config["continuous"]
+        if config["lr_sweep"] is None:  # the records made before the sweep existed (one lr) keep their hash
+            del config["lr_sweep"]
         return config_hash(config)
 
     def continuous_hash(self) -> str:
@@ -193,7 +222,7 @@ PRESETS = {
     "cpu": Preset(name="cpu", dataset="fashion-mnist", ae_steps=1500, prior_steps=1500, nll_codes=2000),
     "paper": Preset(name="paper", dataset="image-folder", size=256, ae_preset="paper", ae_steps=400_000, ae_batch=32,
                     ae_lr=1e-4, bits=32, net="paper", prior_steps=500_000, prior_batch=256, prior_lr=1e-4,
-                    num_samples=50_000),
+                    num_samples=50_000, lr_sweep=None),  # a sweep at a third of 500k steps x 3 is not affordable
 }
 
 
@@ -266,15 +295,8 @@ def ensure_gaussian_prior(preset: Preset, out: Path, *, latents: SharedLatents, 
                           class_conditional: bool = False) -> Path:
     """The continuous baseline's Gaussian diffusion on ``latents`` (its latent scale from their
     training cache), trained once and shared by every runner."""
-    recipe = preset.continuous.recipe
-    cond = "-cond" * class_conditional
-    run = out / "priors" / f"gaussian{cond}-{latents.name}-seed{seed}"
-    pipeline.train_prior(out=run, latents_dir=latents.latents, prior="gaussian",
-                         prior_kwargs={"preset": preset.net} | recipe.kwargs,
-                         train_config=pipeline.train_config(steps=preset.prior_steps, batch_size=preset.prior_batch,
-                                                            lr=preset.prior_lr, seed=seed),
-                         class_conditional=class_conditional)
-    return run
+    return ensure_prior(preset, out, latents=latents.latents, prior="gaussian", seed=seed,
+                        variant=f"gaussian{'-cond' * class_conditional}-{latents.name}", class_conditional=class_conditional)
 
 
 def shared_binary_latents(preset: Preset, out: Path, *, seed: int, data_dir=None) -> SharedLatents:
@@ -289,17 +311,60 @@ def binary_name(preset: Preset) -> str:
 
 def ensure_prior(preset: Preset, out: Path, *, latents: Path, prior: str, variant: str, seed: int,
                  extra_kwargs: dict | None = None, class_conditional: bool = False) -> Path:
-    recipe = preset.prior_recipes[prior]
+    """``prior`` (its recipe, ``extra_kwargs`` on top) trained on ``latents`` at its tuned learning
+    rate (:func:`tuned_lr`: the recipe's sweep on these latents; ablation variants and class-conditional
+    priors use the rate of their base recipe)."""
     run = out / "priors" / f"{variant.replace('/', '_')}-seed{seed}"
+    lr = tuned_lr(preset, out, prior=prior, latents=latents, seed=seed)
+    _train_recipe(preset, run, latents=latents, prior=prior, lr=lr, steps=preset.prior_steps, seed=seed,
+                  extra_kwargs=extra_kwargs, class_conditional=class_conditional)
+    return run
+
+
+def _train_recipe(preset: Preset, run: Path, *, latents: Path, prior: str, lr: float, steps: int, seed: int,
+                  extra_kwargs: dict | None = None, class_conditional: bool = False) -> None:
+    recipe = preset.recipe(prior)
     kwargs = {"preset": preset.net} | recipe.kwargs | (extra_kwargs or {})
     # resampling draws binary codes from the encoder's Bernoulli probabilities; VQ and FSQ tokens and
     # the signs of LFQ / BSQ / deterministic binary latents are fixed (the cache has no probabilities)
     resample = recipe.resample and load_latent_cache(latents / "test.safetensors").can_resample
     pipeline.train_prior(out=run, latents_dir=latents, prior=prior, prior_kwargs=kwargs,
-                         train_config=pipeline.train_config(steps=preset.prior_steps, batch_size=preset.prior_batch,
-                                                            lr=preset.prior_lr, seed=seed),
+                         train_config=pipeline.train_config(steps=steps, batch_size=preset.prior_batch, lr=lr, seed=seed),
                          resample=resample, class_conditional=class_conditional)
-    return run
+
+
+def sweep_variant(prior: str, latents: Path, lr: float) -> str:
+    """Row name of one lr-sweep run: ``<prior>/latents=<cache folder>/lr=<lr>``."""
+    return f"{prior}/latents={Path(latents).name}/lr={lr:g}"
+
+
+def tuned_lr(preset: Preset, out: Path, *, prior: str, latents: Path, seed: int) -> float:
+    """The learning rate ``prior`` is trained at on ``latents`` (see :class:`LrSweep`): ``preset.prior_lr``
+    without a sweep; else each rate's short run is trained once (``<out>/priors/lr-sweep/``) and its
+    tail training loss recorded, and the lowest-loss rate returned (ties: the smaller rate)."""
+    sweep = preset.lr_sweep
+    if sweep is None:
+        return preset.prior_lr
+    steps, losses = sweep.steps(preset.prior_steps), {}
+    for lr in sweep.grid:
+        variant = sweep_variant(prior, latents, lr)
+        recorded = cell_values(out / "results.csv", experiment="lr-sweep", variant=variant, seed=seed)
+        if not done(out, preset=preset, experiment="lr-sweep", variant=variant, seed=seed):
+            run = out / "priors" / "lr-sweep" / f"{variant.replace('/', '_').replace('=', '-')}-seed{seed}"
+            _train_recipe(preset, run, latents=latents, prior=prior, lr=lr, steps=steps, seed=seed)
+            recorded = {"train_loss": tail_loss(run / "train_log.jsonl", steps=steps, tail=sweep.tail),
+                        "sweep_steps": steps}
+            record(out, experiment="lr-sweep", variant=variant, seed=seed, values=recorded, extractor="",
+                   num_samples=0, preset=preset)
+        losses[lr] = recorded["train_loss"]
+    return min(sorted(losses), key=losses.__getitem__)
+
+
+def tail_loss(log: Path, *, steps: int, tail: float) -> float:
+    """Mean logged training loss over the records of the last ``tail`` of a ``steps``-step run."""
+    records = [json.loads(line) for line in Path(log).read_text().splitlines() if line]
+    last = [r["loss"] for r in records if r["step"] > (1 - tail) * steps] or [records[-1]["loss"]]
+    return sum(last) / len(last)
 
 
 def ensure_samplers_prior(preset: Preset, out: Path, *, latents: SharedLatents, prior: str, seed: int) -> Path:
@@ -404,7 +469,7 @@ def warn_fallback(message: str) -> None:
     warnings.warn(message, stacklevel=2)
 
 
-__all__ = ["PRESETS", "ContinuousBaseline", "Preset", "PriorRecipe", "ScalingGrid", "ScalingNet", "Scoring", "binary_name",
+__all__ = ["PRESETS", "ContinuousBaseline", "LrSweep", "Preset", "PriorRecipe", "ScalingGrid", "ScalingNet", "Scoring", "binary_name",
            "cell_hash", "comparison_prior", "continuous_latents", "done", "ensure_autoencoder", "ensure_gaussian_prior", "ensure_latents", "ensure_prior",
-           "ensure_samplers_prior", "extractor_for", "get_preset", "log_timing", "pending", "read_json", "record",
+           "ensure_samplers_prior", "extractor_for", "get_preset", "log_timing", "sweep_variant", "tuned_lr", "pending", "read_json", "record",
            "scoring_for", "shared_binary_latents", "shared_latents", "warn_fallback", "with_available_data"]

@@ -30,7 +30,7 @@ from typing import NamedTuple
 from discrete_priors import evaluate, pipeline
 from discrete_priors.data import load_latent_cache
 from experiments.common import (Preset, SharedLatents, continuous_latents, done, ensure_gaussian_prior,
-                                ensure_samplers_prior, pending, record, scoring_for, shared_binary_latents, shared_latents)
+                                ensure_samplers_prior, pending, record, scoring_for, shared_binary_latents, shared_latents, tuned_lr)
 
 PRIORS = ("bernoulli", "absorbing", "autoregressive")
 VQ_PRIORS = ("absorbing", "autoregressive")  # the priors that model VQ tokens (Bernoulli diffusion needs bits)
@@ -83,7 +83,7 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, vq_priors=VQ_PRIORS, contin
                 prior_dir = ensure_samplers_prior(preset, out, latents=latents, prior=row.prior, seed=seed)
             values = evaluate_prior(preset, prior_dir, latents, scoring.scorer, seed=seed, progress=progress,
                                     samples_dir=out / "samples" / "samplers" / f"{variant.replace('/', '_')}-seed{seed}")
-            values |= extra
+            values |= extra | {"lr": tuned_lr(preset, out, prior=row.prior, latents=latents.latents, seed=seed)}
             record(out, experiment="samplers", variant=variant, seed=seed, values=values,
                    extractor=scoring.extractor.name, num_samples=preset.num_samples, preset=preset)
 

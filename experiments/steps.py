@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from discrete_priors import evaluate, pipeline
-from experiments.common import Preset, comparison_prior, done, record, scoring_for
+from experiments.common import Preset, comparison_prior, done, record, scoring_for, tuned_lr
 
 PRIORS = ("bernoulli", "absorbing", "gaussian")
 STEPS = (4, 8, 16, 32, 64, 128, 256)
@@ -54,12 +54,13 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, data_dir=None, progress: bo
                 continue
             latents, prior_dir = comparison_prior(preset, out, prior=name, seed=seed, data_dir=data_dir)
             ae, prior = pipeline.load_autoencoder(latents.ae_dir), pipeline.load_prior(prior_dir)
+            lr = tuned_lr(preset, out, prior=name, latents=latents.latents, seed=seed)
             for steps in todo[name]:
                 samples = pipeline.sample_images(ae, prior, preset.num_samples, seed=seed, progress=progress,
                                                  steps=steps, temperature=1.0)
                 quality = scoring.scorer(samples.images)
                 speed = evaluate.sampling_speed(prior, batch_size=min(64, preset.num_samples), steps=steps, seed=seed,
                                                 repeats=2)
-                values = {k: quality[k] for k in METRICS} | {"samples_per_s": speed["samples_per_s"]}
+                values = {k: quality[k] for k in METRICS} | {"samples_per_s": speed["samples_per_s"], "lr": lr}
                 record(out, experiment="steps", variant=f"{name}/S={steps}", seed=seed, values=values,
                        extractor=scoring.extractor.name, num_samples=preset.num_samples, preset=preset)

@@ -9,6 +9,7 @@ adds no row and trains nothing) and that the analysis reads every experiment.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import replace
@@ -247,7 +248,10 @@ def test_inpainting_keeps_the_known_half_across_sampling_batches(experiment_dir,
 # Moved knowingly once (issue 12): the Bernoulli recipe now names final_step="sample" (the new
 # default); before it, smoke abb7999f40ba4abe, cpu d955cc3b7c74ea25 (the hash docs/results/cpu's
 # rows carry: they were sampled with the thresholded last step), paper ebe4aa1ba663a7c4.
-PINNED_HASHES = {"smoke": "50980cd75ee581bd", "cpu": "80468133c2348b3d", "paper": "7053672266da19c8"}
+# Moved knowingly again (issue 12 item 4): smoke and cpu now tune each prior's learning rate
+# (Preset.lr_sweep); before it, smoke 50980cd75ee581bd, cpu 80468133c2348b3d (the hash of
+# docs/results/cpu-reconstruction, whose autoencoders no prior learning rate touches). paper has no sweep.
+PINNED_HASHES = {"smoke": "f3d2778515fa990e", "cpu": "3d173cfe02f5d975", "paper": "7053672266da19c8"}
 
 
 def test_preset_hashes_are_the_ones_the_committed_records_carry():
@@ -374,3 +378,39 @@ def test_reconstruction_runner_writes_every_row_and_the_report_judges_both_frami
     assert "binary-c8 (128 bits) vs vq-K256 (128 bits): psnr" in report  # equal bits (and, here, the largest c and K)
     cause = re.search(r"### 6\. What explains.*?\n\n\*\*Verdict: ([a-z ]+)\*\*", report).group(1)
     assert cause in {"sampling noise", "binary format", "neither", "no gap"}
+
+
+# -- each prior's own learning rate (issue 12 item 4) ----------------------------------------------
+def test_lr_sweep_picks_the_lowest_tail_loss_and_records_every_rate(tmp_path, monkeypatch):
+    """tuned_lr trains one short run per rate, records its tail loss, returns the argmin, and a
+    second call reads the rows instead of training again."""
+    preset = replace(common.get_preset("smoke"), lr_sweep=common.LrSweep(grid=(1e-3, 3e-3, 1e-2), fraction=0.5))
+    fake_loss = {1e-3: 0.7, 3e-3: 0.5, 1e-2: 0.9}  # a U-shape, as a real sweep gives
+    trained = []
+
+    def fake_train(preset_, run, *, latents, prior, lr, steps, seed, **_):
+        trained.append((prior, lr, steps))
+        run.mkdir(parents=True)
+        lines = [{"step": s, "loss": fake_loss[lr] + (10.0 if s <= steps // 2 else 0.0)} for s in (steps // 2, steps)]
+        (run / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+    monkeypatch.setattr(common, "_train_recipe", fake_train)
+    latents = tmp_path / "latents" / "binary-c32-seed0"
+    assert common.tuned_lr(preset, tmp_path, prior="bernoulli", latents=latents, seed=0) == 3e-3
+    assert trained == [("bernoulli", lr, 30) for lr in (1e-3, 3e-3, 1e-2)]  # 0.5 x 60 prior steps
+    df = pd.read_csv(tmp_path / "results.csv")
+    losses = df[df.metric == "train_loss"].set_index("variant")["value"].to_dict()
+    # the tail (last 20%) excludes the step-15 record, which carries +10
+    assert losses == {f"bernoulli/latents=binary-c32-seed0/lr={lr:g}": v for lr, v in fake_loss.items()}
+    assert set(df.config_hash) == {preset.hash()}
+    assert common.tuned_lr(preset, tmp_path, prior="bernoulli", latents=latents, seed=0) == 3e-3
+    assert len(trained) == 3  # read back from results.csv, nothing retrained
+    assert common.tuned_lr(replace(preset, lr_sweep=None), tmp_path, prior="bernoulli", latents=latents, seed=0) \
+        == preset.prior_lr
+
+
+def test_lr_sweep_validates_its_grid():
+    with pytest.raises(ValueError, match="positive learning rates"):
+        common.LrSweep(grid=())
+    with pytest.raises(ValueError, match="fraction"):
+        common.LrSweep(fraction=0.0)
