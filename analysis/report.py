@@ -42,7 +42,7 @@ SECTIONS = {  # experiment -> (title, metrics in preferred order, plot)
     "samplers": ("Alternative samplers on identical binary latents, with the continuous-latent (Gaussian "
                  "diffusion) reference rows (paper Table 5)",
                  ["fd", "precision", "recall", "nll_bits_per_bit", "nll_bits_per_dim", "nn_distance",
-                  "frac_closer_than_test", "samples_per_s", "params", "latent_dim", "bits_per_image"],
+                  "frac_closer_than_test", "samples_per_s", "params", "latent_dim", "bits_per_image", "lr"],
                  partial(plots.ablation_bars, experiment="samplers")),
     "efficiency": ("Sampling efficiency (paper Table 6)", ["samples_per_s", "nfe_per_sample", "batch_size"],
                    plots.speed_bars),
@@ -50,6 +50,8 @@ SECTIONS = {  # experiment -> (title, metrics in preferred order, plot)
     "ablation": ("Ablations (paper Table 7 and implicit choices)", ["fd", "recall"], plots.ablation_bars),
     "figures": ("Temperature, guidance and inpainting (numbers behind paper Figures 4, 6, 8)",
                 ["fd", "precision", "recall", "class_accuracy"], None),
+    "lr-sweep": ("Each prior's learning rate (short runs; the lowest tail training loss is chosen, never a test "
+                 "metric; the chosen rate is the `lr` column above)", ["train_loss", "sweep_steps"], None),
 }
 # experiments whose section is not one summary table: experiment -> section_lines(df, out_dir)
 CUSTOM_SECTIONS = {scaling.EXPERIMENT: scaling.section_lines}

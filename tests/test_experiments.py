@@ -95,7 +95,11 @@ def test_runner_writes_every_variant_and_metric_finite(experiment_dir, smoke, ex
 
 
 def test_steps_and_efficiency_reuse_the_samplers_priors(experiment_dir):
-    priors = sorted(p.name for p in (experiment_dir / "priors").iterdir())
+    priors = sorted(p.name for p in (experiment_dir / "priors").iterdir() if p.name != "lr-sweep")
+    # one short run per learning rate for each (prior, latents) pair trained: the 5 samplers priors and
+    # the Gaussian on the two continuous caches (ablation variants and conditional twins reuse their base's)
+    sweeps = sorted(p.name for p in (experiment_dir / "priors" / "lr-sweep").iterdir())
+    assert len(sweeps) == 3 * 7 and "bernoulli_latents-binary-c32-seed0_lr-0.003-seed0" in sweeps
     # three priors on binary codes + two on VQ tokens, 7 ablation models less the baseline (the
     # samplers' Bernoulli prior), the class-conditional prior of the figures, the Gaussian baseline on
     # the plain and KL continuous latents and its class-conditional twin; nothing for steps or efficiency
