@@ -289,7 +289,7 @@ def write_report(results_csv: str | Path, out_dir: str | Path, *, samples_dir: s
             lines += CUSTOM_SECTIONS[experiment](df, out_dir)
         else:
             lines += _experiment_lines(df, experiment, out_dir)
-    missing = [e for e in SECTIONS if e not in experiments]
+    missing = [e for e in SECTIONS if e not in experiments and e != "lr-sweep"]  # a preset may not sweep
     if missing:
         lines += ["## Not measured", "", "No rows for: " + ", ".join(f"`{e}`" for e in missing) + ".", ""]
     lines += _sample_lines(Path(samples_dir) if samples_dir is not None else None, out_dir)
