@@ -345,13 +345,14 @@ def resample_choice(cache, resample: bool | None) -> tuple[bool, str]:
 
 
 def train_prior(*, out: str | Path, latents_dir: str | Path, prior: str = "bernoulli", prior_kwargs: dict | None = None,
-                train_config: dict, resample: bool | None = False, class_conditional: bool = False,
+                train_config: dict, resample: bool | None = None, class_conditional: bool = False,
                 progress: bool | None = None):
     """Train (or resume) a prior on a latent cache's train split; the cache's batch source hands
     the trainer codes (redrawn from the stored Bernoulli probabilities with ``resample``, the
     reference code's implicit augmentation) and, when class-conditional, labels.
-    ``resample=None`` chooses by the cache (:func:`resample_choice`: on for sampled binary
-    latents, off for fixed codes) — the command line's default; the runners pass it explicitly.
+    ``resample=None`` (the default, as on the command line) chooses by the cache
+    (:func:`resample_choice`: on for sampled binary latents, off for fixed codes); the runners
+    pass it explicitly, except the Gaussian baseline, whose continuous cache is never resampled.
     The choice and its reason are printed and stored in ``prior.json``."""
     from discrete_priors.data import load_latent_cache
     from discrete_priors.priors import build_prior
@@ -408,6 +409,19 @@ def recorded_dataset(ae_dir: str | Path | None, *, dataset: str | None = None, s
             "size": size if size is not None else (stored.get("size") if same else None),
             "data_dir": data_dir if data_dir is not None else (stored.get("data_dir") if same else None),
             "seed": data_seed if data_seed is not None else stored.get("data_seed", 0)}
+
+
+def load_split(ae_dir: str | Path, split: str = "test"):
+    """``split`` ("train" or "test") of the data the autoencoder in ``ae_dir`` was trained on —
+    dataset, size, folder and split seed from its ``data.json`` (:func:`recorded_dataset`) — as
+    ``load_dataset`` returns it (``.images`` (B, C, H, W) in [0, 1], ``.labels``): e.g. the
+    held-out images to inpaint in Python, the same ones ``inpaint --indices`` reads."""
+    from discrete_priors.data import load_dataset
+
+    data = recorded_dataset(ae_dir)
+    loaded = load_dataset(data["name"], split=split, size=data["size"], data_dir=data["data_dir"], seed=data["seed"])
+    check_data_record(ae_dir, {"dataset": data["name"], "size": loaded.images.shape[-1], "data_seed": data["seed"]})
+    return loaded
 
 
 def data_config(prior: str, cache) -> dict:
