@@ -70,6 +70,8 @@ def encode(args) -> dict:
                                             data_dir=data["data_dir"], splits=tuple(args.splits.split(",")), mode=args.mode,
                                             with_probs=not args.no_probs, seed=args.seed, data_seed=data["seed"],
                                             device=args.device)
+    names = pipeline.read_json(Path(args.ae) / "data.json").get("classes") if (Path(args.ae) / "data.json").exists() else None
+    log_line(f"encode: {data['name']} classes (label=name): {pipeline.describe_classes(names)}")
     return {split: str(p) for split, p in paths.items()}
 
 

@@ -232,3 +232,16 @@ def test_non_positive_counts_are_refused_at_parse_time_writing_nothing(argv, tmp
         build_parser().parse_args(argv)
     assert "expected a whole number >= 1" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_encode_prints_the_class_mapping_recorded_by_the_autoencoder(tiny_runs, tmp_path, capsys):
+    from discrete_priors.cli import main
+    from discrete_priors.io import read_json
+    from discrete_priors.pipeline import describe_classes
+
+    names = read_json(tiny_runs.ae / "data.json")["classes"]
+    assert main(["encode", "--ae", str(tiny_runs.ae), "--splits", "test", "--out", str(tmp_path / "l"),
+                 "--device", "cpu", "--threads", "1"]) == 0
+    assert len(names) == 10
+    assert f"encode: digits classes (label=name): {describe_classes(names)}" in capsys.readouterr().err
+    assert describe_classes(names).startswith(f"0={names[0]}, 1={names[1]}")
