@@ -121,7 +121,8 @@ def _add_train_args(p: argparse.ArgumentParser, *, steps: int, batch_size: int, 
     g.add_argument("--batch-size", type=positive_int, default=batch_size, help="global batch size (split across torchrun processes)")
     g.add_argument("--lr", type=float, default=lr, help="AdamW peak learning rate")
     g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
-    g.add_argument("--warmup-steps", type=int, default=100, help="linear learning-rate warm-up")
+    g.add_argument("--warmup-steps", type=int, default=None,
+                   help="linear learning-rate warm-up (default: a tenth of --steps, at most 100)")
     g.add_argument("--lr-schedule", default="cosine", choices=["constant", "cosine"], help="learning rate after warm-up")
     g.add_argument("--min-lr-ratio", type=float, default=0.1, help="cosine: final lr as a fraction of --lr")
     g.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm (0 disables)")
