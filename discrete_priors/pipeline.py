@@ -361,11 +361,15 @@ def train_prior(*, out: str | Path, latents_dir: str | Path, prior: str = "berno
     cache = load_latent_cache(Path(latents_dir) / "train.safetensors")
     info_path = Path(out) / "prior.json"
     recorded = read_json(info_path) if info_path.exists() else {}
+    if recorded and recorded.get("autoencoder_hash") != cache.autoencoder_hash:
+        raise ValueError(f"the prior in {out} was trained on codes of another autoencoder than the cache in "
+                         f"{latents_dir} now holds: use a new --out (or delete {out}) to train on the new codes")
     if resample is None and "resample" in recorded:  # a resumed run keeps the choice it started with
-        resample = bool(recorded["resample"])
-        resample_reason = "resumed run, as recorded in prior.json: " + recorded.get("resample_reason", "")
+        resample, resample_reason = bool(recorded["resample"]), recorded.get("resample_reason", "")
+        shown_reason = "resumed run, as recorded in prior.json: " + resample_reason
     else:
         resample, resample_reason = resample_choice(cache, resample)
+        shown_reason = resample_reason
     num_classes = None
     if class_conditional:
         if cache.labels is None:
@@ -377,14 +381,11 @@ def train_prior(*, out: str | Path, latents_dir: str | Path, prior: str = "berno
     kwargs = data_config(prior, cache) | (prior_kwargs or {})  # what the caller gives wins
     torch.manual_seed(train_config.get("seed", 0))
     model = build_prior(prior, cache.spec, num_classes=num_classes, **kwargs)
-    if recorded and recorded.get("autoencoder_hash") != cache.autoencoder_hash:
-        raise ValueError(f"the prior in {out} was trained on codes of another autoencoder than the cache in "
-                         f"{latents_dir} now holds: use a new --out (or delete {out}) to train on the new codes")
     trainer = Trainer(model, source, config, Path(out), progress=training_progress(progress))
     write_json(info_path, {"name": prior, "latents": str(latents_dir), "resample": resample,
                            "resample_reason": resample_reason, "autoencoder_hash": cache.autoencoder_hash})
     if trainer.dist.rank == 0:
-        print(f"train-prior: resample {'on' if resample else 'off'} ({resample_reason})", file=sys.stderr, flush=True)
+        print(f"train-prior: resample {'on' if resample else 'off'} ({shown_reason})", file=sys.stderr, flush=True)
     return trainer.fit()
 
 

@@ -96,5 +96,6 @@ def test_a_resumed_run_keeps_the_choice_it_started_with(tiny_runs, tmp_path, cap
     # rerun for more steps without either flag: the default would resample, the record says no
     assert main(["train-prior", "--latents", str(tiny_runs.latents), "--net", "tiny", "--timesteps", "8",
                  "--out", str(out), "--steps", "4", "--batch-size", "8", *RUNTIME]) == 0
-    assert read_json(out / "prior.json")["resample"] is False
+    info = read_json(out / "prior.json")
+    assert info["resample"] is False and info["resample_reason"].startswith("asked")  # the reason as first given
     assert "train-prior: resample off (resumed run, as recorded in prior.json" in capsys.readouterr().err
