@@ -33,7 +33,13 @@ from discrete_priors.priors.schedules import SCHEDULES
 from discrete_priors.training.distributed import DEVICES
 from discrete_priors.training.precision import PRECISIONS
 
-HELP_FORMATTER = argparse.ArgumentDefaultsHelpFormatter
+class HELP_FORMATTER(argparse.ArgumentDefaultsHelpFormatter):  # noqa: N801 - used like the argparse class
+    """Shows each flag's default, except an unset one (None): its help says what happens then."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 # train-prior's sampling steps S when --default-steps is not given (capped at T): 16 of the
 # Bernoulli prior's T = 256 (the quick start's recall 0.30 at S = 16), 50 DDIM steps for gaussian
 CLI_DEFAULT_STEPS = {"bernoulli": 16, "gaussian": 50}
