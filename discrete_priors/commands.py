@@ -166,8 +166,8 @@ def sample(args) -> dict:
         out = pipeline.sample_images(ae, prior, args.num_samples, batch_size=args.batch_size, seed=args.seed, labels=labels,
                                      steps=args.steps, temperature=args.temperature, guidance=args.guidance)
     seconds = time.perf_counter() - start
-    meta = {"seed": args.seed, "steps": args.steps, "temperature": args.temperature, "guidance": args.guidance,
-            "seconds": seconds}
+    meta = {"seed": args.seed, "steps": sampling_steps(prior, args.steps), "temperature": args.temperature,
+            "guidance": args.guidance, "seconds": seconds}
     return pipeline.save_samples(out, Path(args.out), meta=meta)
 
 
@@ -371,6 +371,7 @@ def inpaint(args) -> dict:
         result = inpainting.inpaint_images(ae, prior, images, pixel_mask, samples_per_input=args.samples, labels=labels,
                                            seed=args.seed, batch_size=args.batch_size, steps=args.steps,
                                            temperature=args.temperature, guidance=args.guidance)
-    meta = {"inputs_from": names, "box": args.box, "mask": args.mask, "seed": args.seed, "steps": args.steps,
+    meta = {"inputs_from": names, "box": args.box, "mask": args.mask, "seed": args.seed,
+            "steps": sampling_steps(prior, args.steps),
             "temperature": args.temperature, "guidance": args.guidance, "seconds": time.perf_counter() - start}
     return inpainting.save_inpainting(result, args.out, downsample=downsample, meta=meta)

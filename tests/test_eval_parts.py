@@ -119,6 +119,9 @@ def test_eval_defaults_sample_at_the_priors_default_steps_and_estimate_the_nll_f
                  "--steps", "2", "--batch-size", "8", "--out", str(prior_dir), *RUNTIME]) == 0
     prior = pipeline.load_prior(prior_dir, device="cpu")
     assert prior.default_steps == CLI_DEFAULT_STEPS["bernoulli"] == 16
+    assert main(["sample", "--ae", str(tiny_runs.ae), "--prior", str(prior_dir), "-n", "2",
+                 "--out", str(tmp_path / "samples"), *RUNTIME]) == 0
+    assert json.loads((tmp_path / "samples" / "samples.json").read_text())["steps"] == 16  # the steps it sampled at
     args = ["eval", "--ae", str(tiny_runs.ae), "--prior", str(prior_dir), "--latents", str(tiny_runs.latents),
             "-n", "8", "--batch-size", "8", "--nll-codes", "4", "--no-memorisation", "--no-speed",
             "--cache-dir", str(tiny_runs.root / "classifiers"), *RUNTIME]
