@@ -248,11 +248,12 @@ def eval(args) -> dict:  # noqa: A001 - the CLI command is called eval
         num_samples = len(images)
         variant = args.variant or Path(args.samples).name
     else:
+        steps = sampling_steps(prior, args.steps)  # resolved here, so the log and the row name it
         nll_codes = None if test_cache is None else test_cache.codes[:args.nll_codes]
         nll_labels = None if test_cache is None or test_cache.labels is None else test_cache.labels[:args.nll_codes]
         with autocast_context(device, args.precision):
             scored = evaluate.score_prior(prior, ae, scorer, num_samples=args.num_samples, seed=args.seed,
-                                          batch_size=args.batch_size, steps=args.steps, temperature=args.temperature,
+                                          batch_size=args.batch_size, steps=steps, temperature=args.temperature,
                                           guidance=args.guidance, labels=labels, speed_batch_size=args.speed_batch_size,
                                           test_codes=nll_codes, test_labels=nll_labels, memorisation=memorisation,
                                           speed=not args.no_speed, nll_timesteps=nll_timesteps, times=times)
@@ -265,7 +266,6 @@ def eval(args) -> dict:  # noqa: A001 - the CLI command is called eval
             extra = {"nll_codes": len(nll_codes)}
             if evaluate.nll_takes_timesteps(prior):  # M of T stratified timesteps, or "all" (the full bound)
                 extra["nll_timesteps"] = "all" if nll_timesteps >= prior.timesteps else nll_timesteps
-        steps = sampling_steps(prior, args.steps)
         extra["steps"] = steps
         num_samples = args.num_samples
         variant = args.variant or f"{pipeline.read_json(Path(args.prior) / 'prior.json')['name']}/S={steps}"

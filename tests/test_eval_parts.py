@@ -129,6 +129,7 @@ def test_eval_defaults_sample_at_the_priors_default_steps_and_estimate_the_nll_f
     record, log = last_record(tmp_path / "default"), capsys.readouterr().err
     assert (record["steps"], record["nll_timesteps"], record["variant"]) == (16, DEFAULT_NLL_TIMESTEPS, "bernoulli/S=16")
     assert "eval: sampling at 16 steps (the prior's default" in log
+    assert "eval: sampling (8 samples in 1 batch, steps 16) ..." in log
     assert "NLL: estimated from 32 stratified random timesteps of T=64" in log
     codes = load_latent_cache(tiny_runs.latents / "test.safetensors").codes[:4]
     direct = evaluate.nll_row(prior, codes, seed=0, num_timesteps=32)
