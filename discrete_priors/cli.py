@@ -33,7 +33,16 @@ from discrete_priors.priors.schedules import SCHEDULES
 from discrete_priors.training.distributed import DEVICES
 from discrete_priors.training.precision import PRECISIONS
 
-HELP_FORMATTER = argparse.ArgumentDefaultsHelpFormatter
+class HELP_FORMATTER(argparse.ArgumentDefaultsHelpFormatter):  # noqa: N801 - used like the argparse class
+    """Shows each flag's default, except an unset one (None): its help says what happens then."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+# train-prior's sampling steps S when --default-steps is not given (capped at T): 16 of the
+# Bernoulli prior's T = 256 (the quick start's recall 0.30 at S = 16), 50 DDIM steps for gaussian
+CLI_DEFAULT_STEPS = {"bernoulli": 16, "gaussian": 50}
 
 
 def positive_int(text: str) -> int:
@@ -44,6 +53,24 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+DEFAULT_NLL_TIMESTEPS = 32  # eval's estimate of a diffusion prior's VLB unless --nll-timesteps says otherwise
+
+
+def nll_timesteps(text: str) -> int:
+    """argparse type of eval's --nll-timesteps: M >= 1 timesteps, or 'all' / 0 -> 0 (the full bound)."""
+    if text.strip().lower() == "all":
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of timesteps >= 1, or 'all' (or 0) for the full bound, "
+                                         f"got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of timesteps >= 1, or 'all' (or 0) for the full bound, "
+                                         f"got {value}")
     return value
 
 
@@ -100,7 +127,8 @@ def _add_train_args(p: argparse.ArgumentParser, *, steps: int, batch_size: int, 
     g.add_argument("--batch-size", type=positive_int, default=batch_size, help="global batch size (split across torchrun processes)")
     g.add_argument("--lr", type=float, default=lr, help="AdamW peak learning rate")
     g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
-    g.add_argument("--warmup-steps", type=int, default=100, help="linear learning-rate warm-up")
+    g.add_argument("--warmup-steps", type=int, default=None,
+                   help="linear learning-rate warm-up (default: a tenth of --steps, at most 100)")
     g.add_argument("--lr-schedule", default="cosine", choices=["constant", "cosine"], help="learning rate after warm-up")
     g.add_argument("--min-lr-ratio", type=float, default=0.1, help="cosine: final lr as a fraction of --lr")
     g.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm (0 disables)")
@@ -126,7 +154,10 @@ def _add_pair_args(p) -> None:
 
 def _add_sampling_args(p, *, labels_help: str) -> None:
     """The sampling flags shared by sample, inpaint and eval."""
-    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (prior default if unset)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="sampling steps (default: the prior's own, its config's default_steps: train-prior sets 16 "
+                        "for bernoulli and 50 for gaussian unless --default-steps; absorbing: T; autoregressive: "
+                        "one per position)")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="temperature τ on the network's logits; gaussian: a scale on the noise injected per reverse "
                         "step (1 = the model, 0 = deterministic given x_T; no effect with DDIM eta = 0)")
@@ -227,10 +258,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gaussian: default sampler, DDIM or ancestral (DDPM) steps (default ddim)")
     p.add_argument("--eta", type=float, default=None,
                    help="gaussian: DDIM eta in [0, 1], 0 = deterministic, 1 = the ancestral step's variance (default 0)")
+    p.add_argument("--default-steps", type=positive_int, default=None,
+                   help="bernoulli, gaussian: the sampling steps S that sample, inpaint and eval use when not given "
+                        "--steps, stored in the prior's config (default: " +
+                        ", ".join(f"{k} {v}" for k, v in CLI_DEFAULT_STEPS.items()) +
+                        ", at most T; parameterization direct: T). The prior's own default without this command "
+                        "line is S = T, which makes a cpu eval take tens of minutes")
     p.add_argument("--class-conditional", action="store_true", help="condition on labels (classifier-free guidance ready)")
-    p.add_argument("--resample", action="store_true", help="binary: draw fresh codes from the cached probabilities each step")
+    p.add_argument("--resample", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                   help="draw fresh codes from the cache's Bernoulli probabilities every step (the reference code's "
+                        "augmentation). Default (neither flag): on when the cache holds Bernoulli probabilities (a "
+                        "sampled binary latent), off for fixed codes (VQ, FSQ, LFQ, BSQ, --deterministic binary, "
+                        "continuous, or encode --no-probs); a resumed run keeps its recorded choice. The choice is "
+                        "printed and stored in <out>/prior.json")
     _add_train_args(p, steps=3000, batch_size=128, lr=1e-3, ema_decay=0.999)
     p.add_argument("--out", required=True, help="run directory for checkpoints and logs")
+    p.set_defaults(cli_default_steps=CLI_DEFAULT_STEPS)  # read by commands.train_prior when --default-steps is unset
 
     p = sub.add_parser("sample", help="sample codes and decode them", formatter_class=HELP_FORMATTER,
                        description="Draw samples from a trained prior and decode them with the autoencoder.")
@@ -286,9 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-nll", action="store_true", help="skip the held-out NLL (even with --latents)")
     g.add_argument("--nll-codes", type=positive_int, default=None,
                    help="score the NLL on the first N held-out codes only (default: the whole test split)")
-    g.add_argument("--nll-timesteps", type=positive_int, default=None,
-                   help="Bernoulli prior: estimate its VLB from M random timesteps per code instead of all T "
-                        "(unbiased, noisier; priors without such an estimate refuse it)")
+    g.add_argument("--nll-timesteps", type=nll_timesteps, default=None,
+                   help="diffusion priors whose bound sums over timesteps (bernoulli, gaussian): estimate it from M "
+                        "stratified random timesteps per code (unbiased, noisier), or 'all' (or 0) for the full bound "
+                        f"over all T. Default: {DEFAULT_NLL_TIMESTEPS} (minutes on a CPU; report 'all' in a table). "
+                        "Priors without such an estimate (absorbing, autoregressive) refuse a number")
     g.add_argument("--no-memorisation", action="store_true",
                    help="skip the nearest-training-image distances (and the training split's features)")
     g.add_argument("--no-speed", action="store_true",
@@ -299,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", default="eval", help="experiment name written in the rows")
     p.add_argument("--variant", default=None, help="variant name written in the rows (default: prior name and steps)")
     p.add_argument("--out", required=True, help="results directory: results.jsonl and results.csv are appended")
+    p.set_defaults(default_nll_timesteps=DEFAULT_NLL_TIMESTEPS)  # read by commands.eval when --nll-timesteps is unset
 
     p = sub.add_parser("plot-log", help="plot a run's train_log.jsonl", formatter_class=HELP_FORMATTER,
                        description="One panel per logged quantity of a training run (loss, lr, grad_norm and the "

@@ -70,20 +70,44 @@ def encode(args) -> dict:
                                             data_dir=data["data_dir"], splits=tuple(args.splits.split(",")), mode=args.mode,
                                             with_probs=not args.no_probs, seed=args.seed, data_seed=data["seed"],
                                             device=args.device)
+    names = pipeline.read_json(Path(args.ae) / "data.json").get("classes") if (Path(args.ae) / "data.json").exists() else None
+    log_line(f"encode: {data['name']} classes (label=name): {pipeline.describe_classes(names)}")
     return {split: str(p) for split, p in paths.items()}
 
 
 def prior_kwargs_from_args(args) -> dict:
     kwargs = {flag: getattr(args, flag) for flag in PRIOR_FLAGS if getattr(args, flag, None) is not None}
     kwargs["preset"] = args.net  # the same network-size preset names for every prior
+    if getattr(args, "default_steps", None) is not None:
+        kwargs["default_steps"] = args.default_steps
+    else:
+        steps = cli_default_steps(args.prior, kwargs, getattr(args, "cli_default_steps", {}))
+        if steps is not None:
+            kwargs["default_steps"] = steps
     return kwargs
+
+
+def cli_default_steps(prior: str, kwargs: dict, defaults: dict) -> int | None:
+    """The sampling steps a prior trained from the command line samples at by default:
+    ``defaults[prior]`` (cli.CLI_DEFAULT_STEPS) capped at its T, or None (the prior's own: T
+    for absorbing, one per position for autoregressive; the direct parameterization must use T)."""
+    import inspect
+
+    from discrete_priors.priors import PRIORS
+
+    if prior not in defaults or kwargs.get("parameterization") == "direct":
+        return None
+    timesteps = kwargs.get("timesteps", inspect.signature(PRIORS[prior]).parameters["timesteps"].default)
+    return min(defaults[prior], timesteps)
 
 
 def train_prior(args) -> dict:
     result = pipeline.train_prior(out=args.out, latents_dir=args.latents, prior=args.prior,
                                   prior_kwargs=prior_kwargs_from_args(args), train_config=train_config_from_args(args),
-                                  resample=args.resample, class_conditional=args.class_conditional)
-    record = {"run": args.out, "result": result._asdict() if hasattr(result, "_asdict") else result}
+                                  resample=getattr(args, "resample", None),  # unset: chosen by the cache
+                                  class_conditional=args.class_conditional)
+    record = {"run": args.out, "result": result._asdict() if hasattr(result, "_asdict") else result,
+              "resample": pipeline.read_json(Path(args.out) / "prior.json")["resample"]}
     if is_main_process():
         from discrete_priors import reports
 
@@ -142,8 +166,8 @@ def sample(args) -> dict:
         out = pipeline.sample_images(ae, prior, args.num_samples, batch_size=args.batch_size, seed=args.seed, labels=labels,
                                      steps=args.steps, temperature=args.temperature, guidance=args.guidance)
     seconds = time.perf_counter() - start
-    meta = {"seed": args.seed, "steps": args.steps, "temperature": args.temperature, "guidance": args.guidance,
-            "seconds": seconds}
+    meta = {"seed": args.seed, "steps": sampling_steps(prior, args.steps), "temperature": args.temperature,
+            "guidance": args.guidance, "seconds": seconds}
     return pipeline.save_samples(out, Path(args.out), meta=meta)
 
 
@@ -181,9 +205,13 @@ def eval(args) -> dict:  # noqa: A001 - the CLI command is called eval
     if args.prior is not None:  # a mismatched pair is refused before any data is loaded
         prior, ae = pipeline.load_prior_and_autoencoder(args.prior, args.ae, allow_mismatch=args.allow_mismatch,
                                                         device=device)
-        if args.nll_timesteps is not None and not evaluate.nll_takes_timesteps(prior):
+        if args.nll_timesteps and not evaluate.nll_takes_timesteps(prior):
             raise SystemExit(f"eval: the {prior.name} prior's NLL has no timestep estimate (--nll-timesteps); limit "
                              "the held-out codes with --nll-codes instead")
+        nll_timesteps = eval_nll_timesteps(args, prior)
+        log_line(f"eval: sampling at {sampling_steps(prior, args.steps)} steps "
+                 f"({'--steps' if args.steps else 'the prior' + chr(39) + 's default; --steps to change'})"
+                 + ("" if args.latents is None or args.no_nll else f"; NLL: {describe_nll(prior, nll_timesteps)}"))
         every_class = torch.arange(args.num_samples) % prior.num_classes if prior.num_classes else None
         labels = labels_for_prior(args, prior, args.num_samples, default=every_class)  # conditional: all classes in turn
         test_cache = None
@@ -220,23 +248,27 @@ def eval(args) -> dict:  # noqa: A001 - the CLI command is called eval
         num_samples = len(images)
         variant = args.variant or Path(args.samples).name
     else:
+        steps = sampling_steps(prior, args.steps)  # resolved here, so the log and the row name it
         nll_codes = None if test_cache is None else test_cache.codes[:args.nll_codes]
         nll_labels = None if test_cache is None or test_cache.labels is None else test_cache.labels[:args.nll_codes]
         with autocast_context(device, args.precision):
             scored = evaluate.score_prior(prior, ae, scorer, num_samples=args.num_samples, seed=args.seed,
-                                          batch_size=args.batch_size, steps=args.steps, temperature=args.temperature,
+                                          batch_size=args.batch_size, steps=steps, temperature=args.temperature,
                                           guidance=args.guidance, labels=labels, speed_batch_size=args.speed_batch_size,
                                           test_codes=nll_codes, test_labels=nll_labels, memorisation=memorisation,
-                                          speed=not args.no_speed, nll_timesteps=args.nll_timesteps, times=times)
+                                          speed=not args.no_speed, nll_timesteps=nll_timesteps, times=times)
         row = scored.row
         if labels is not None and hasattr(extractor, "predict") and extractor.num_classes == prior.num_classes:
             row["class_accuracy"] = metrics.class_agreement(extractor, scored.samples.images, labels).accuracy
             log_line(f"eval: class accuracy of the conditional samples {row['class_accuracy']:.3f} "
                      f"(the classifier's on real test images: {extractor.test_accuracy:.3f})")
         if nll_codes is not None:
-            extra = {"nll_codes": len(nll_codes), "nll_timesteps": args.nll_timesteps}
+            extra = {"nll_codes": len(nll_codes)}
+            if evaluate.nll_takes_timesteps(prior):  # M of T stratified timesteps, or "all" (the full bound)
+                extra["nll_timesteps"] = "all" if nll_timesteps >= prior.timesteps else nll_timesteps
+        extra["steps"] = steps
         num_samples = args.num_samples
-        variant = args.variant or f"{pipeline.read_json(Path(args.prior) / 'prior.json')['name']}/S={args.steps or 'default'}"
+        variant = args.variant or f"{pipeline.read_json(Path(args.prior) / 'prior.json')['name']}/S={steps}"
     out = Path(args.out)
     append_rows(out / "results.csv", make_rows(experiment=args.experiment, variant=variant, seed=args.seed, metrics=row,
                                                extractor=extractor.name, num_samples=num_samples))
@@ -245,6 +277,37 @@ def eval(args) -> dict:  # noqa: A001 - the CLI command is called eval
     append_text(out / "results.jsonl", json.dumps(record) + "\n")  # a crash leaves the previous file whole
     log_line("eval: " + ", ".join(f"{part} {seconds:.1f} s" for part, seconds in times.seconds.items()))
     return record
+
+
+def sampling_steps(prior, steps: int | None) -> int:
+    """The sampling steps a prior's ``sample(steps=steps)`` takes: ``steps``, else its config's
+    ``default_steps``, else T (absorbing), else one per position (autoregressive)."""
+    if steps is not None:
+        return steps
+    default = getattr(prior, "default_steps", None) or getattr(prior, "timesteps", None)
+    return default if default is not None else prior.spec.num_positions
+
+
+def eval_nll_timesteps(args, prior) -> int | None:
+    """The ``num_timesteps`` eval passes to the NLL: ``--nll-timesteps M``, T for ``all`` / 0 (the
+    full bound), and unset the CLI default (cli.DEFAULT_NLL_TIMESTEPS, 32) for a prior whose
+    bound sums over timesteps; None for the others (their own NLL: exact or N network calls)."""
+    if not evaluate.nll_takes_timesteps(prior):
+        return None
+    if args.nll_timesteps is None:
+        return min(getattr(args, "default_nll_timesteps", None) or prior.timesteps, prior.timesteps)
+    return prior.timesteps if args.nll_timesteps == 0 else args.nll_timesteps
+
+
+def describe_nll(prior, nll_timesteps: int | None) -> str:
+    """How eval computes the held-out NLL, for its log line."""
+    if nll_timesteps is None:
+        return f"the {prior.name} prior's own ({'exact' if prior.name == 'autoregressive' else 'bound'})"
+    if nll_timesteps >= prior.timesteps:
+        return f"the full bound over all T={prior.timesteps} timesteps"
+    how = "stratified random" if prior.name == "bernoulli" else "random"
+    return (f"estimated from {nll_timesteps} {how} timesteps of T={prior.timesteps}, unbiased "
+            "(--nll-timesteps all for the full bound)")
 
 
 def parse_indices(text: str) -> list[int]:
@@ -308,6 +371,7 @@ def inpaint(args) -> dict:
         result = inpainting.inpaint_images(ae, prior, images, pixel_mask, samples_per_input=args.samples, labels=labels,
                                            seed=args.seed, batch_size=args.batch_size, steps=args.steps,
                                            temperature=args.temperature, guidance=args.guidance)
-    meta = {"inputs_from": names, "box": args.box, "mask": args.mask, "seed": args.seed, "steps": args.steps,
+    meta = {"inputs_from": names, "box": args.box, "mask": args.mask, "seed": args.seed,
+            "steps": sampling_steps(prior, args.steps),
             "temperature": args.temperature, "guidance": args.guidance, "seconds": time.perf_counter() - start}
     return inpainting.save_inpainting(result, args.out, downsample=downsample, meta=meta)

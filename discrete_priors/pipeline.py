@@ -316,16 +316,60 @@ def write_latent_cache(*, ae_dir: str | Path, out_dir: str | Path, dataset: str 
     return paths
 
 
+def resample_choice(cache, resample: bool | None) -> tuple[bool, str]:
+    """Whether a prior trained on ``cache`` redraws its codes from the cached Bernoulli
+    probabilities, and why (a sentence for the log and prior.json). ``resample=None``: on exactly
+    when the cache can (:attr:`LatentCache.can_resample`: binary codes stored with their
+    probabilities, i.e. a sampled binary latent), off for fixed codes (VQ, FSQ, LFQ, BSQ, the
+    deterministic binary latent, continuous, or a cache encoded with --no-probs). ``True`` on a
+    cache that cannot resample is refused, naming the problem and the fix."""
+    if resample is None:
+        if cache.can_resample:
+            return True, ("default: the cache holds Bernoulli probabilities, so every step draws fresh codes from "
+                          "them (--no-resample to train on the thresholded codes)")
+        return False, f"default: the cache holds fixed {cache.spec.kind} codes (no Bernoulli probabilities to draw from)"
+    if resample and not cache.can_resample:
+        if cache.spec.kind != "binary":
+            problem = f"holds fixed codes ({cache.spec.kind}; only binary codes have Bernoulli probabilities)"
+        elif cache.fixed_codes:
+            problem = ("holds fixed codes of a binary latent space without Bernoulli probabilities (LFQ, BSQ or the "
+                       "deterministic binary latent)")
+        else:
+            problem = "was encoded without Bernoulli probabilities (encode --no-probs)"
+        raise ValueError(f"--resample (resample=True) draws codes from the cache's Bernoulli probabilities, but this "
+                         f"cache {problem}: drop --resample (the default trains on fixed codes as they are)"
+                         + (", or encode again without --no-probs" if cache.spec.kind == "binary"
+                            and not cache.fixed_codes else ""))
+    return bool(resample), ("asked: " + ("codes redrawn from the cached Bernoulli probabilities every step" if resample
+                                         else "the cache's thresholded codes as they are (--no-resample)"))
+
+
 def train_prior(*, out: str | Path, latents_dir: str | Path, prior: str = "bernoulli", prior_kwargs: dict | None = None,
-                train_config: dict, resample: bool = False, class_conditional: bool = False, progress: bool | None = None):
+                train_config: dict, resample: bool | None = None, class_conditional: bool = False,
+                progress: bool | None = None):
     """Train (or resume) a prior on a latent cache's train split; the cache's batch source hands
     the trainer codes (redrawn from the stored Bernoulli probabilities with ``resample``, the
-    reference code's implicit augmentation) and, when class-conditional, labels."""
+    reference code's implicit augmentation) and, when class-conditional, labels.
+    ``resample=None`` (the default, as on the command line) chooses by the cache
+    (:func:`resample_choice`: on for sampled binary latents, off for fixed codes); the runners
+    pass it explicitly, except the Gaussian baseline, whose continuous cache is never resampled.
+    The choice and its reason are printed and stored in ``prior.json``."""
     from discrete_priors.data import load_latent_cache
     from discrete_priors.priors import build_prior
     from discrete_priors.training import TrainConfig, Trainer
 
     cache = load_latent_cache(Path(latents_dir) / "train.safetensors")
+    info_path = Path(out) / "prior.json"
+    recorded = read_json(info_path) if info_path.exists() else {}
+    if recorded and recorded.get("autoencoder_hash") != cache.autoencoder_hash:
+        raise ValueError(f"the prior in {out} was trained on codes of another autoencoder than the cache in "
+                         f"{latents_dir} now holds: use a new --out (or delete {out}) to train on the new codes")
+    if resample is None and "resample" in recorded:  # a resumed run keeps the choice it started with
+        resample, resample_reason = bool(recorded["resample"]), recorded.get("resample_reason", "")
+        shown_reason = "resumed run, as recorded in prior.json: " + resample_reason
+    else:
+        resample, resample_reason = resample_choice(cache, resample)
+        shown_reason = resample_reason
     num_classes = None
     if class_conditional:
         if cache.labels is None:
@@ -337,13 +381,11 @@ def train_prior(*, out: str | Path, latents_dir: str | Path, prior: str = "berno
     kwargs = data_config(prior, cache) | (prior_kwargs or {})  # what the caller gives wins
     torch.manual_seed(train_config.get("seed", 0))
     model = build_prior(prior, cache.spec, num_classes=num_classes, **kwargs)
-    info_path = Path(out) / "prior.json"
-    if info_path.exists() and read_json(info_path).get("autoencoder_hash") != cache.autoencoder_hash:
-        raise ValueError(f"the prior in {out} was trained on codes of another autoencoder than the cache in "
-                         f"{latents_dir} now holds: use a new --out (or delete {out}) to train on the new codes")
     trainer = Trainer(model, source, config, Path(out), progress=training_progress(progress))
     write_json(info_path, {"name": prior, "latents": str(latents_dir), "resample": resample,
-                           "autoencoder_hash": cache.autoencoder_hash})
+                           "resample_reason": resample_reason, "autoencoder_hash": cache.autoencoder_hash})
+    if trainer.dist.rank == 0:
+        print(f"train-prior: resample {'on' if resample else 'off'} ({shown_reason})", file=sys.stderr, flush=True)
     return trainer.fit()
 
 
@@ -368,6 +410,19 @@ def recorded_dataset(ae_dir: str | Path | None, *, dataset: str | None = None, s
             "size": size if size is not None else (stored.get("size") if same else None),
             "data_dir": data_dir if data_dir is not None else (stored.get("data_dir") if same else None),
             "seed": data_seed if data_seed is not None else stored.get("data_seed", 0)}
+
+
+def load_split(ae_dir: str | Path, split: str = "test"):
+    """``split`` ("train" or "test") of the data the autoencoder in ``ae_dir`` was trained on —
+    dataset, size, folder and split seed from its ``data.json`` (:func:`recorded_dataset`) — as
+    ``load_dataset`` returns it (``.images`` (B, C, H, W) in [0, 1], ``.labels``): e.g. the
+    held-out images to inpaint in Python, the same ones ``inpaint --indices`` reads."""
+    from discrete_priors.data import load_dataset
+
+    data = recorded_dataset(ae_dir)
+    loaded = load_dataset(data["name"], split=split, size=data["size"], data_dir=data["data_dir"], seed=data["seed"])
+    check_data_record(ae_dir, {"dataset": data["name"], "size": loaded.images.shape[-1], "data_seed": data["seed"]})
+    return loaded
 
 
 def data_config(prior: str, cache) -> dict:

@@ -90,10 +90,13 @@ def test_train_config_of_the_flags_is_a_trainer_config():
 
     args = build_parser().parse_args(["train-prior", "--latents", "x", "--out", "y", "--steps", "40", "--lr", "0.01"])
     config = train_config_from_args(args)
-    assert config == {"steps": 40, "batch_size": 128, "lr": 0.01, "warmup_steps": 100, "ema_decay": 0.999,
+    assert config == {"steps": 40, "batch_size": 128, "lr": 0.01, "warmup_steps": 4, "ema_decay": 0.999,
                       "checkpoint_every": 4, "seed": 0, "schedule": "cosine", "min_lr_ratio": 0.1,
                       "weight_decay": 0.0, "grad_clip": 1.0, "device": "auto", "amp": "auto", "compile": False}
     assert TrainConfig.from_dict(config).steps == 40
+    # warm-up and checkpoints: a tenth of the run by default (at most 100 / 1000 steps), as pipeline.train_config
+    long = train_config_from_args(build_parser().parse_args(["train-ae", "--out", "y", "--steps", "20000"]))
+    assert (long["warmup_steps"], long["checkpoint_every"]) == (100, 1000)
     args = build_parser().parse_args(["train-ae", "--out", "y", "--precision", "bf16", "--compile", "--device", "cuda:1"])
     config = TrainConfig.from_dict(train_config_from_args(args))
     assert (config.amp, config.compile, config.device) == ("bf16", True, "cuda:1")
@@ -232,3 +235,16 @@ def test_non_positive_counts_are_refused_at_parse_time_writing_nothing(argv, tmp
         build_parser().parse_args(argv)
     assert "expected a whole number >= 1" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_encode_prints_the_class_mapping_recorded_by_the_autoencoder(tiny_runs, tmp_path, capsys):
+    from discrete_priors.cli import main
+    from discrete_priors.io import read_json
+    from discrete_priors.pipeline import describe_classes
+
+    names = read_json(tiny_runs.ae / "data.json")["classes"]
+    assert main(["encode", "--ae", str(tiny_runs.ae), "--splits", "test", "--out", str(tmp_path / "l"),
+                 "--device", "cpu", "--threads", "1"]) == 0
+    assert len(names) == 10
+    assert f"encode: digits classes (label=name): {describe_classes(names)}" in capsys.readouterr().err
+    assert describe_classes(names).startswith(f"0={names[0]}, 1={names[1]}")

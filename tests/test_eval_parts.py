@@ -104,3 +104,66 @@ def test_image_folder_fingerprint_tells_folders_and_contents_apart(tmp_path):
     assert first != image_folder_fingerprint(tmp_path / "b")  # same files, another folder
     Image.new("RGB", (9, 9)).save(tmp_path / "a" / "cls" / "y.png")
     assert first != image_folder_fingerprint(tmp_path / "a")  # a file added
+
+
+def test_eval_defaults_sample_at_the_priors_default_steps_and_estimate_the_nll_from_32_timesteps(tiny_runs, tmp_path,
+                                                                                                   capsys):
+    """A prior trained from the command line samples at train-prior's default S (16 of T = 64
+    here: cli.CLI_DEFAULT_STEPS) and eval, given neither --steps nor --nll-timesteps, samples at
+    that S and estimates the VLB from cli.DEFAULT_NLL_TIMESTEPS = 32 of the T steps — the same
+    number as the direct estimate on the same codes, seed and M; ``all`` gives the full bound."""
+    from discrete_priors.cli import CLI_DEFAULT_STEPS, DEFAULT_NLL_TIMESTEPS
+
+    prior_dir = tmp_path / "prior"
+    assert main(["train-prior", "--latents", str(tiny_runs.latents), "--net", "tiny", "--timesteps", "64",
+                 "--steps", "2", "--batch-size", "8", "--out", str(prior_dir), *RUNTIME]) == 0
+    prior = pipeline.load_prior(prior_dir, device="cpu")
+    assert prior.default_steps == CLI_DEFAULT_STEPS["bernoulli"] == 16
+    assert main(["sample", "--ae", str(tiny_runs.ae), "--prior", str(prior_dir), "-n", "2",
+                 "--out", str(tmp_path / "samples"), *RUNTIME]) == 0
+    assert json.loads((tmp_path / "samples" / "samples.json").read_text())["steps"] == 16  # the steps it sampled at
+    args = ["eval", "--ae", str(tiny_runs.ae), "--prior", str(prior_dir), "--latents", str(tiny_runs.latents),
+            "-n", "8", "--batch-size", "8", "--nll-codes", "4", "--no-memorisation", "--no-speed",
+            "--cache-dir", str(tiny_runs.root / "classifiers"), *RUNTIME]
+    assert main([*args, "--out", str(tmp_path / "default")]) == 0
+    record, log = last_record(tmp_path / "default"), capsys.readouterr().err
+    assert (record["steps"], record["nll_timesteps"], record["variant"]) == (16, DEFAULT_NLL_TIMESTEPS, "bernoulli/S=16")
+    assert "eval: sampling at 16 steps (the prior's default" in log
+    assert "eval: sampling (8 samples in 1 batch, steps 16) ..." in log
+    assert "NLL: estimated from 32 stratified random timesteps of T=64" in log
+    codes = load_latent_cache(tiny_runs.latents / "test.safetensors").codes[:4]
+    direct = evaluate.nll_row(prior, codes, seed=0, num_timesteps=32)
+    assert record["nll_bits_per_bit"] == pytest.approx(direct["nll_bits_per_bit"], rel=1e-6)
+    for text in ("all", "0"):
+        out = tmp_path / f"full-{text}"
+        assert main([*args, "--nll-timesteps", text, "--out", str(out)]) == 0
+        full = last_record(out)
+        assert full["nll_timesteps"] == "all"
+        assert "NLL: the full bound over all T=64 timesteps" in capsys.readouterr().err
+    assert full["nll_bits_per_bit"] == pytest.approx(evaluate.nll_row(prior, codes, seed=0)["nll_bits_per_bit"], rel=1e-6)
+    assert full["nll_bits_per_bit"] != pytest.approx(direct["nll_bits_per_bit"], rel=1e-6)
+
+
+def test_a_prior_shorter_than_the_default_estimate_gets_its_full_bound(tiny_runs, tmp_path, capsys):
+    """The shared fixture's prior has T = 8 < 32 timesteps: the default is its full bound, and
+    its default sampling steps are capped at T."""
+    assert pipeline.load_prior(tiny_runs.bernoulli, device="cpu").default_steps == 8
+    out = tmp_path / "short"
+    assert main(eval_args(tiny_runs, tiny_runs.bernoulli, out, "--nll-codes", "3", "--no-memorisation", "--no-speed")) == 0
+    assert last_record(out)["nll_timesteps"] == "all"
+    assert "NLL: the full bound over all T=8 timesteps" in capsys.readouterr().err
+
+
+def test_nll_timesteps_rejects_a_negative_or_a_word_at_parse_time(tiny_runs, tmp_path, capsys):
+    for bad in ("-3", "some"):
+        with pytest.raises(SystemExit):
+            main(eval_args(tiny_runs, tiny_runs.bernoulli, tmp_path / "out", "--nll-timesteps", bad))
+        assert "or 'all' (or 0) for the full bound" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_default_steps_is_refused_for_a_prior_without_it(tiny_runs, tmp_path):
+    with pytest.raises(ValueError, match=r"the autoregressive prior takes no default_steps \(--default-steps"):
+        main(["train-prior", "--latents", str(tiny_runs.latents), "--prior", "autoregressive", "--net", "tiny",
+              "--default-steps", "4", "--steps", "2", "--batch-size", "8", "--out", str(tmp_path / "p"), *RUNTIME])
+    assert not (tmp_path / "p").exists()
