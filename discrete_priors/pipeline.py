@@ -382,8 +382,11 @@ def train_prior(*, out: str | Path, latents_dir: str | Path, prior: str = "berno
     torch.manual_seed(train_config.get("seed", 0))
     model = build_prior(prior, cache.spec, num_classes=num_classes, **kwargs)
     trainer = Trainer(model, source, config, Path(out), progress=training_progress(progress))
+    with open(Path(latents_dir) / "train.safetensors", "rb") as f:  # which exact codes it learned (16 hex of sha256)
+        latents_hash = hashlib.file_digest(f, "sha256").hexdigest()[:16]
     write_json(info_path, {"name": prior, "latents": str(latents_dir), "resample": resample,
-                           "resample_reason": resample_reason, "autoencoder_hash": cache.autoencoder_hash})
+                           "resample_reason": resample_reason, "autoencoder_hash": cache.autoencoder_hash,
+                           "latents_hash": latents_hash})
     if trainer.dist.rank == 0:
         print(f"train-prior: resample {'on' if resample else 'off'} ({shown_reason})", file=sys.stderr, flush=True)
     return trainer.fit()

@@ -6,6 +6,8 @@ prior.json, and a resumed run keeps the choice it started with."""
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from discrete_priors import pipeline
@@ -43,6 +45,18 @@ def test_a_cache_with_bernoulli_probabilities_resamples_by_default(tiny_runs, tm
     assert "train-prior: resample on (default" in capsys.readouterr().err
     # the shared fixture's prior, trained without either flag, resamples too
     assert read_json(tiny_runs.bernoulli / "prior.json")["resample"] is True
+
+
+def test_prior_json_fingerprints_the_autoencoder_and_the_exact_latent_cache(tiny_runs, fixed_caches, tmp_path):
+    """issue 16 item 4: the prior records which autoencoder and which cache file it learned; two caches
+    of one autoencoder (with and without probabilities) share the first and differ in the second."""
+    info = [read_json(tiny_runs.bernoulli / "prior.json")]
+    assert train_prior(fixed_caches["no-probs"], tmp_path / "p") == 0
+    info.append(read_json(tmp_path / "p" / "prior.json"))
+    digest = hashlib.sha256((tiny_runs.latents / "train.safetensors").read_bytes()).hexdigest()[:16]
+    assert info[0]["latents_hash"] == digest
+    assert info[0]["autoencoder_hash"] == info[1]["autoencoder_hash"] == pipeline.autoencoder_fingerprint(tiny_runs.ae)
+    assert info[0]["latents_hash"] != info[1]["latents_hash"]
 
 
 def test_no_resample_turns_it_off_on_a_cache_that_could(tiny_runs, tmp_path, capsys):
