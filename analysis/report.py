@@ -34,7 +34,7 @@ from analysis.curves import curve_estimates
 from analysis.reconstruction import claim_equal_bits, claim_equal_grid, claim_gap_cause
 from analysis.tables import (DEFAULT_DIRECTION, final_points, format_mean_std, load_results, parse_variant,
                              summary_table, to_latex, to_markdown, variant_sort_key)
-from analysis.verdicts import RULE, Z_DEFAULT, Estimate, compare, seed_estimates, verdict_along_curve
+from analysis.verdicts import BOOTSTRAP_STD_SUFFIX, RULE, Z_DEFAULT, Estimate, compare, seed_estimates, verdict_along_curve
 from discrete_priors.io import atomic_path
 
 MATCH_REL_TOL = 0.10         # claim 3: "matches" = within 10% of absorbing's fd ...
@@ -50,7 +50,8 @@ SECTIONS = {  # experiment -> (title, metrics in preferred order, plot)
                  partial(plots.ablation_bars, experiment="samplers")),
     "efficiency": ("Sampling efficiency (paper Table 6)", ["samples_per_s", "nfe_per_sample", "batch_size"],
                    plots.speed_bars),
-    "steps": ("Quality vs sampling steps (paper Figure 7)", ["fd"], plots.steps_curve),
+    "steps": ("Quality vs sampling steps (paper Figure 7; `bernoulli-T256`: the Bernoulli recipe trained with T = 256, "
+              "sampled at every S)", ["fd", "fid"], plots.steps_curve),
     "ablation": ("Ablations (paper Table 7 and implicit choices)", ["fd", "recall"], plots.ablation_bars),
     "figures": ("Temperature, guidance and inpainting (numbers behind paper Figures 4, 6, 8)",
                 ["fd", "precision", "recall", "class_accuracy"], None),
@@ -304,7 +305,8 @@ def budget_lines(results_dir: Path) -> list[str]:
 def _experiment_lines(df: pd.DataFrame, experiment: str, out_dir: Path) -> list[str]:
     title, preferred, plot = SECTIONS.get(experiment, (f"Experiment `{experiment}`", [], None))
     rows = df[df["experiment"] == experiment]
-    present = list(dict.fromkeys(rows["metric"]))
+    # the bootstrap stds are the one-seed uncertainty the claims use, not columns of their own
+    present = [m for m in dict.fromkeys(rows["metric"]) if not m.endswith(BOOTSTRAP_STD_SUFFIX)]
     metrics = [m for m in preferred if m in present] + [m for m in present if m not in preferred]
     variants = list(dict.fromkeys(rows["variant"]))
     if experiment == "steps":

@@ -26,7 +26,8 @@ DEFAULT_DIRECTION: dict[str, bool | None] = {
     "fd": True, "rfd": True, "psnr": False, "ssim": False, "precision": False, "recall": False,
     "nll_bits_per_bit": True, "nll_bits_per_dim": True, "bits_per_image": None, "code_usage": False, "nn_distance": None,
     "frac_closer_than_test": None, "samples_per_s": False, "params": None, "nfe_per_sample": True,
-    "batch_size": None,
+    "batch_size": None, "fid": True, "density": False, "coverage": False, "train_flops": None, "train_seconds": None,
+    "lr": None,
 }
 # Fixed decimals where 3 significant digits read badly (PSNR in dB is quoted to 0.01).
 DEFAULT_DECIMALS: dict[str, int] = {"psnr": 2, "ssim": 3, "batch_size": 0}

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from discrete_priors import pipeline
-from experiments.common import (Preset, curve_point, done, ensure_prior, ensure_samplers_prior, record, scoring_for,
+from experiments.common import (Preset, bootstrap_values, curve_point, done, ensure_prior, ensure_samplers_prior, record, scoring_for,
                                 shared_binary_latents)
 
 TARGETS = ("direct", "x0", "residual")
@@ -148,7 +148,8 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
                 samples = pipeline.sample_images(ae, point.load(), preset.samples_at(step), seed=seed,
                                                  progress=progress, temperature=1.0, **options)
                 quality = scoring.scorer(samples.images, memorisation=False)
-                evaluated[key] = {k: quality[k] for k in METRICS} | point.values()
+                evaluated[key] = ({k: quality[k] for k in METRICS} | point.values()
+                                  | bootstrap_values(preset, scoring.scorer, samples.images, seed=seed))
             record(out, experiment="ablation", variant=cell.variant, seed=seed, values=evaluated[key],
                    extractor=scoring.extractor.name, num_samples=preset.samples_at(step), preset=preset,
                    train_step=step)

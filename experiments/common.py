@@ -189,6 +189,10 @@ class Preset:
     # the standard Inception FID beside the classifier FD, at the final point of the samplers rows and
     # of the steps rows at S = 16 and the largest S (when the extractor is installed)
     inception_fid: bool = True
+    # the sample-set noise of fd / precision / recall at every learning-curve point: a bootstrap over
+    # the samples (metrics/bootstrap.py) with this many resamples, recorded as <metric>_bootstrap_std
+    # (the one-seed uncertainty of analysis/verdicts.py); 0: none
+    bootstrap_resamples: int = 20
 
     def __post_init__(self):
         fractions = tuple(self.curve_fractions)
@@ -217,8 +221,8 @@ class Preset:
         # left out: which steps are evaluated and how many samples they draw change which rows there
         # are (each carries its train_step and num_samples), not how any prior is trained (exact
         # resume: stopping at a curve step and continuing is bit-identical to one run); Inception FID
-        # is a column of its own (its extractor named in the rows)
-        for key in ("curve_fractions", "curve_samples", "inception_fid"):
+        # and the bootstrap std are columns of their own
+        for key in ("curve_fractions", "curve_samples", "inception_fid", "bootstrap_resamples"):
             del config[key]
         if config["lr_sweep"] is None:  # the records made before the sweep existed (one lr) keep their hash
             del config["lr_sweep"]
@@ -578,6 +582,22 @@ class Scoring:
         return scorer
 
 
+BOOTSTRAP_METRICS = ("fd", "precision", "recall")
+
+
+def bootstrap_values(preset: Preset, scorer: evaluate.SampleScorer, images: torch.Tensor, *, seed: int) -> dict:
+    """``<metric>_bootstrap_std`` of :data:`BOOTSTRAP_METRICS` for ``images`` against the scorer's
+    reference: the spread over ``preset.bootstrap_resamples`` resamples of the sample set (seeded by
+    ``seed``); {} when the preset asks for none."""
+    if preset.bootstrap_resamples < 2:
+        return {}
+    from discrete_priors.metrics.bootstrap import bootstrap_quality
+
+    out = bootstrap_quality(scorer.reference_features, scorer.extractor.features(images), metrics=BOOTSTRAP_METRICS,
+                            resamples=preset.bootstrap_resamples, seed=seed, fd_method="eigh")
+    return {f"{metric}_bootstrap_std": estimate.std for metric, estimate in out.items()}
+
+
 def fid_rows(scoring: Scoring, images: torch.Tensor, *, preset: Preset, experiment: str, variant: str, seed: int,
              train_step: int | None = None) -> list[dict]:
     """The ``fid`` row of ``images`` (Inception feature space, its extractor named in the row) of one
@@ -648,7 +668,7 @@ def warn_fallback(message: str) -> None:
 
 
 __all__ = ["AE_SEED", "CurvePoint", "PRESETS", "SWEEP_SEED", "ContinuousBaseline", "curve_point", "curve_snapshot",
-           "fid_rows", "flops_per_step", "pending_steps", "LrSweep", "Preset", "PriorRecipe", "ScalingGrid", "ScalingNet", "Scoring", "binary_name",
+           "bootstrap_values", "fid_rows", "flops_per_step", "pending_steps", "LrSweep", "Preset", "PriorRecipe", "ScalingGrid", "ScalingNet", "Scoring", "binary_name",
            "cell_hash", "comparison_prior", "continuous_latents", "done", "ensure_autoencoder", "ensure_gaussian_prior", "ensure_latents", "ensure_prior",
            "ensure_samplers_prior", "extractor_for", "get_preset", "log_timing", "sweep_variant", "tuned_lr", "pending", "read_json", "record",
            "scoring_for", "shared_binary_latents", "shared_latents", "warn_fallback", "with_available_data"]

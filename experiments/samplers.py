@@ -24,7 +24,8 @@ continuous baseline's config hash (:meth:`Preset.continuous_hash`).
 Learning curves and seeds: every prior is trained once per seed of ``preset.seeds`` (all on the one
 autoencoder and latent cache of :data:`~experiments.common.AE_SEED`) and evaluated from its EMA
 weights at each step of ``preset.curve_steps()`` (fractions ``curve_fractions`` of its budget):
-rows with ``train_step`` = that step, FD / precision / recall / density / coverage, the NLL, and
+rows with ``train_step`` = that step, FD / precision / recall / density / coverage (with the
+bootstrap std over the sample set of the first three, ``<metric>_bootstrap_std``), the NLL, and
 ``train_flops`` (network FLOPs of one training step × steps) and ``train_seconds`` (the trainer's
 wall seconds so far). The last point (``train_step`` = ``prior_steps``) is the full row above, with
 ``num_samples`` samples; earlier points draw ``preset.samples_at(step)`` samples and skip the
@@ -40,7 +41,7 @@ from typing import NamedTuple
 
 from discrete_priors import evaluate, pipeline
 from discrete_priors.data import load_latent_cache
-from experiments.common import (CurvePoint, Preset, SharedLatents, continuous_latents, curve_point, done,
+from experiments.common import (CurvePoint, Preset, SharedLatents, bootstrap_values, continuous_latents, curve_point, done,
                                 ensure_gaussian_prior, ensure_samplers_prior, fid_rows, pending_steps, record,
                                 scoring_for, shared_binary_latents, shared_latents, tuned_lr)
 
@@ -105,7 +106,8 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, vq_priors=VQ_PRIORS, contin
                 name = f"{variant.replace('/', '_')}-seed{seed}" + ("" if final else f"-step{step}")
                 scored = evaluate_prior(preset, point, latents, scoring.scorer, seed=seed, progress=progress,
                                         samples_dir=out / "samples" / "samplers" / name, final=final)
-                values = scored.row | extra | point.values() | {"lr": lr}
+                values = (scored.row | bootstrap_values(preset, scoring.scorer, scored.samples.images, seed=seed) | extra
+                          | point.values() | {"lr": lr})
                 fid = fid_rows(scoring, scored.samples.images, preset=preset, experiment="samplers", variant=variant,
                                seed=seed, train_step=step) if final else []
                 record(out, experiment="samplers", variant=variant, seed=seed, values=values,

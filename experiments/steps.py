@@ -33,7 +33,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from discrete_priors import evaluate, pipeline
-from experiments.common import (Preset, comparison_prior, curve_point, done, ensure_prior, fid_rows, record,
+from experiments.common import (Preset, bootstrap_values, comparison_prior, curve_point, done, ensure_prior, fid_rows, record,
                                 scoring_for, shared_binary_latents, tuned_lr)
 
 PRIORS = ("bernoulli", "absorbing", "gaussian", "bernoulli-T256")
@@ -103,7 +103,8 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, data_dir=None, progress: bo
                     samples = pipeline.sample_images(ae, prior, preset.samples_at(step), seed=seed, progress=progress,
                                                      steps=steps, temperature=1.0)
                     quality = scoring.scorer(samples.images, memorisation=False)
-                    values = {k: quality[k] for k in METRICS} | point.values() | {"lr": lr}
+                    values = ({k: quality[k] for k in METRICS} | point.values() | {"lr": lr}
+                              | bootstrap_values(preset, scoring.scorer, samples.images, seed=seed))
                     if final:
                         speed = evaluate.sampling_speed(prior, batch_size=min(64, preset.num_samples), steps=steps,
                                                         seed=seed, repeats=2)
