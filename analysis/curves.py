@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from matplotlib.figure import Figure
 
 from analysis.tables import DEFAULT_DIRECTION, format_mean_std, variant_sort_key
@@ -90,6 +91,8 @@ def plot_curves(df: pd.DataFrame, experiment: str, path: str | Path) -> Path:
         if "train_flops" in set(rows["metric"]) else {}
     fig = Figure(figsize=(10.0, 3.2 * len(metrics)), dpi=100, layout="constrained")
     axes = fig.subplots(len(metrics), 2, squeeze=False)
+    palette = sns.color_palette("tab20", len(set(rows["variant"])))
+    colour = {v: palette[i] for i, v in enumerate(sorted(set(rows["variant"]), key=variant_sort_key))}  # one per variant
     for i, metric in enumerate(metrics):
         curves = curve_estimates(df, experiment, metric)
         for variant in sorted(curves, key=variant_sort_key):
@@ -98,13 +101,13 @@ def plot_curves(df: pd.DataFrame, experiment: str, path: str | Path) -> Path:
             mean = np.array([points[s].mean for s in steps])
             std = np.array([points[s].std if points[s].source == "seeds" else 0.0 for s in steps])
             for ax, x in ((axes[i, 0], steps), (axes[i, 1], [flops.get((variant, s), math.nan) for s in steps])):
-                line, = ax.plot(x, mean, marker="o", label=variant)
+                ax.plot(x, mean, marker="o", label=variant, color=colour[variant])
                 if (std > 0).any():
-                    ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=line.get_color())
+                    ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=colour[variant])
         axes[i, 0].set(xlabel="training step", ylabel=metric, title=f"{experiment}: {metric} vs training steps")
         axes[i, 1].set(xlabel="training FLOPs (network)", ylabel=metric, xscale="log",
                        title=f"{experiment}: {metric} vs training compute")
-    axes[0, 0].legend(fontsize="x-small")
+        axes[i, 0].legend(fontsize="x-small")
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
