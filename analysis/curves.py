@@ -44,14 +44,21 @@ def curve_rows(df: pd.DataFrame, experiment: str | None = None) -> pd.DataFrame:
     return rows if experiment is None else rows[rows["experiment"] == experiment]
 
 
+CURVE_SUFFIX = "@curve"  # experiments/common.py: a final point's metric on the earlier points' sample count
+
+
 def curve_estimates(df: pd.DataFrame, experiment: str, metric: str) -> dict[str, dict[int, Estimate]]:
-    """variant -> train_step -> Estimate over seeds of ``metric`` (curve rows only)."""
+    """variant -> train_step -> Estimate over seeds of ``metric`` (curve rows only). Where the last
+    point also recorded ``<metric>@curve`` (its first samples, as many as the earlier points drew),
+    that value stands for it, so every point of a curve has the same sample count."""
     rows = curve_rows(df, experiment)
     out: dict[str, dict[int, Estimate]] = {}
-    if rows.empty or metric not in set(rows["metric"]):
-        return out
-    for (variant, step), estimate in seed_estimates(rows, experiment, metric, keys=("variant", "train_step")).items():
-        out.setdefault(variant, {})[int(step)] = estimate
+    present = set(rows["metric"]) if not rows.empty else set()
+    for name in (metric, metric + CURVE_SUFFIX):
+        if name not in present:
+            continue
+        for (variant, step), estimate in seed_estimates(rows, experiment, name, keys=("variant", "train_step")).items():
+            out.setdefault(variant, {})[int(step)] = estimate
     return out
 
 
@@ -132,7 +139,9 @@ def section_lines(df: pd.DataFrame, out_dir: Path) -> list[str]:
         exp_rows = rows[rows["experiment"] == experiment]
         samples = exp_rows.groupby("train_step")["num_samples"].max()
         lines += [f"### {experiment}", "",
-                  "Samples per point: " + ", ".join(f"step {int(k)}: {int(n)}" for k, n in samples.items()), ""]
+                  "Samples per point: " + ", ".join(f"step {int(k)}: {int(n)}" for k, n in samples.items())
+                  + (f" (the last point's curve value: its first {int(samples.iloc[0])} samples, `<metric>{CURVE_SUFFIX}`)"
+                     if any(m.endswith(CURVE_SUFFIX) for m in set(exp_rows["metric"])) else ""), ""]
         try:
             path = plot_curves(df, experiment, Path(out_dir) / "plots" / f"curves-{experiment}.png")
             lines += [f"![learning curves {experiment}](plots/{path.name})", ""]

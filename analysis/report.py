@@ -306,7 +306,8 @@ def _experiment_lines(df: pd.DataFrame, experiment: str, out_dir: Path) -> list[
     title, preferred, plot = SECTIONS.get(experiment, (f"Experiment `{experiment}`", [], None))
     rows = df[df["experiment"] == experiment]
     # the bootstrap stds are the one-seed uncertainty the claims use, not columns of their own
-    present = [m for m in dict.fromkeys(rows["metric"]) if not m.endswith(BOOTSTRAP_STD_SUFFIX)]
+    present = [m for m in dict.fromkeys(rows["metric"])
+               if not m.endswith(BOOTSTRAP_STD_SUFFIX) and not m.endswith(curves.CURVE_SUFFIX)]
     metrics = [m for m in preferred if m in present] + [m for m in present if m not in preferred]
     variants = list(dict.fromkeys(rows["variant"]))
     if experiment == "steps":

@@ -51,8 +51,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from discrete_priors import pipeline
-from experiments.common import (Preset, bootstrap_values, curve_point, done, ensure_prior, ensure_samplers_prior, record, scoring_for,
-                                shared_binary_latents)
+from experiments.common import (Preset, bootstrap_values, curve_point, curve_subset_values, done, ensure_prior,
+                                ensure_samplers_prior, record, scoring_for, shared_binary_latents)
 
 TARGETS = ("direct", "x0", "residual")
 VLB_WEIGHTS = {"smoke": (0.0, 0.1)}
@@ -150,6 +150,8 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
                 quality = scoring.scorer(samples.images, memorisation=False)
                 evaluated[key] = ({k: quality[k] for k in METRICS} | point.values()
                                   | bootstrap_values(preset, scoring.scorer, samples.images, seed=seed))
+                if curve_cell(cell):
+                    evaluated[key] |= curve_subset_values(preset, scoring.scorer, samples.images, step=step, seed=seed)
             record(out, experiment="ablation", variant=cell.variant, seed=seed, values=evaluated[key],
                    extractor=scoring.extractor.name, num_samples=preset.samples_at(step), preset=preset,
                    train_step=step)

@@ -189,6 +189,10 @@ class Preset:
     # the standard Inception FID beside the classifier FD, at the final point of the samplers rows and
     # of the steps rows at S = 16 and the largest S (when the extractor is installed)
     inception_fid: bool = True
+    # its cost on a CPU (~5.5 images/s on one core of this machine at 299x299): FID of the first
+    # fid_samples samples against the first fid_reference test images (None: all of them)
+    fid_samples: int | None = None
+    fid_reference: int | None = None
     # the sample-set noise of fd / precision / recall at every learning-curve point: a bootstrap over
     # the samples (metrics/bootstrap.py) with this many resamples, recorded as <metric>_bootstrap_std
     # (the one-seed uncertainty of analysis/verdicts.py); 0: none
@@ -222,7 +226,8 @@ class Preset:
         # are (each carries its train_step and num_samples), not how any prior is trained (exact
         # resume: stopping at a curve step and continuing is bit-identical to one run); Inception FID
         # and the bootstrap std are columns of their own
-        for key in ("curve_fractions", "curve_samples", "inception_fid", "bootstrap_resamples"):
+        for key in ("curve_fractions", "curve_samples", "inception_fid", "fid_samples", "fid_reference",
+                    "bootstrap_resamples"):
             del config[key]
         if config["lr_sweep"] is None:  # the records made before the sweep existed (one lr) keep their hash
             del config["lr_sweep"]
@@ -267,7 +272,12 @@ PRESETS = {
     # Fashion-MNIST at 16x16 (4x4 positions x 32 bits): the 28x28 grid has 49 positions, which makes
     # each prior step ~3x dearer (0.29 vs 0.10 s at batch 128 on 2 cores) and the 16 prior trainings of
     # all runners together would not fit 90 minutes. Budget: 1,500 steps per autoencoder and prior.
-    "cpu": Preset(name="cpu", dataset="fashion-mnist", ae_steps=1500, prior_steps=1500, nll_codes=2000),
+    # Inception FID on 500 samples against 1,000 test images: 16 sample sets + the reference take
+    # ~27 min on one core here (all 1,000 against all 10,000 would take ~80 min)
+    # Learning-curve points before the last draw 500 samples (the last: 1,000, and its first 500 are
+    # scored again as <metric>@curve), which saves ~20 of the ~60 min the curves add at 1,000.
+    "cpu": Preset(name="cpu", dataset="fashion-mnist", ae_steps=1500, prior_steps=1500, nll_codes=2000,
+                  fid_samples=500, fid_reference=1000, curve_samples=500),
     "paper": Preset(name="paper", dataset="image-folder", size=256, ae_preset="paper", ae_steps=400_000, ae_batch=32,
                     ae_lr=1e-4, bits=32, net="paper", prior_steps=500_000, prior_batch=256, prior_lr=1e-4,
                     num_samples=50_000, lr_sweep=None),  # a sweep at a third of 500k steps x 3 is not affordable
@@ -570,8 +580,9 @@ class Scoring:
         except (FileNotFoundError, ValueError) as err:
             warn_fallback(f"Inception FID skipped (no `fid` column): {err}. Install it with {INSTALL_HINT}")
             return None
-        scorer = evaluate.FrechetScorer(extractor, reference=self.test)
-        path = self._out / "inception" / f"{self._preset.dataset}-{self._preset.size}-test-stats.safetensors"
+        reference = self.test[:self._preset.fid_reference]
+        scorer = evaluate.FrechetScorer(extractor, reference=reference)
+        path = self._out / "inception" / f"{self._preset.dataset}-{self._preset.size}-test{len(reference)}-stats.safetensors"
         if path.exists():
             stats = load_tensors(path)
             scorer.reference_stats = metrics.FeatureStats(stats["mu"].numpy(), stats["sigma"].numpy(), int(stats["n"]))
@@ -598,12 +609,32 @@ def bootstrap_values(preset: Preset, scorer: evaluate.SampleScorer, images: torc
     return {f"{metric}_bootstrap_std": estimate.std for metric, estimate in out.items()}
 
 
+CURVE_SUFFIX = "@curve"  # a final point's metric on the first curve_samples samples (analysis/curves.py)
+
+
+def curve_subset_values(preset: Preset, scorer: evaluate.SampleScorer, images: torch.Tensor, *, step: int,
+                        seed: int) -> dict:
+    """At the last point of a curve whose earlier points draw fewer samples (``curve_samples``):
+    fd / precision / recall (and their bootstrap std) of its first ``curve_samples`` samples, as
+    ``<metric>@curve``, so the curve compares its points at one sample count (FD's bias depends on
+    it); {} otherwise."""
+    n = preset.samples_at(min(preset.curve_steps()))
+    if step != preset.prior_steps or n >= len(images):
+        return {}
+    subset = images[:n]
+    quality = scorer.quality(subset)
+    out = {f"{m}{CURVE_SUFFIX}": quality[m] for m in BOOTSTRAP_METRICS}
+    boot = bootstrap_values(preset, scorer, subset, seed=seed)
+    return out | {f"{m}{CURVE_SUFFIX}_bootstrap_std": boot[f"{m}_bootstrap_std"] for m in BOOTSTRAP_METRICS if boot}
+
+
 def fid_rows(scoring: Scoring, images: torch.Tensor, *, preset: Preset, experiment: str, variant: str, seed: int,
              train_step: int | None = None) -> list[dict]:
     """The ``fid`` row of ``images`` (Inception feature space, its extractor named in the row) of one
     cell, for :func:`record`'s ``extra_rows``; no row when FID is off or not installed."""
     if scoring.fid is None:
         return []
+    images = images[:preset.fid_samples]
     return make_rows(experiment=experiment, variant=variant, seed=seed, metrics=scoring.fid(images),
                      extractor=scoring.fid.name, num_samples=len(images), config_hash=cell_hash(preset, variant),
                      train_step=train_step)
@@ -668,7 +699,7 @@ def warn_fallback(message: str) -> None:
 
 
 __all__ = ["AE_SEED", "CurvePoint", "PRESETS", "SWEEP_SEED", "ContinuousBaseline", "curve_point", "curve_snapshot",
-           "bootstrap_values", "fid_rows", "flops_per_step", "pending_steps", "LrSweep", "Preset", "PriorRecipe", "ScalingGrid", "ScalingNet", "Scoring", "binary_name",
+           "CURVE_SUFFIX", "bootstrap_values", "curve_subset_values", "fid_rows", "flops_per_step", "pending_steps", "LrSweep", "Preset", "PriorRecipe", "ScalingGrid", "ScalingNet", "Scoring", "binary_name",
            "cell_hash", "comparison_prior", "continuous_latents", "done", "ensure_autoencoder", "ensure_gaussian_prior", "ensure_latents", "ensure_prior",
            "ensure_samplers_prior", "extractor_for", "get_preset", "log_timing", "sweep_variant", "tuned_lr", "pending", "read_json", "record",
            "scoring_for", "shared_binary_latents", "shared_latents", "warn_fallback", "with_available_data"]

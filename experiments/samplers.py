@@ -41,9 +41,9 @@ from typing import NamedTuple
 
 from discrete_priors import evaluate, pipeline
 from discrete_priors.data import load_latent_cache
-from experiments.common import (CurvePoint, Preset, SharedLatents, bootstrap_values, continuous_latents, curve_point, done,
-                                ensure_gaussian_prior, ensure_samplers_prior, fid_rows, pending_steps, record,
-                                scoring_for, shared_binary_latents, shared_latents, tuned_lr)
+from experiments.common import (CurvePoint, Preset, SharedLatents, bootstrap_values, continuous_latents, curve_point,
+                                curve_subset_values, done, ensure_gaussian_prior, ensure_samplers_prior, fid_rows,
+                                pending_steps, record, scoring_for, shared_binary_latents, shared_latents, tuned_lr)
 
 PRIORS = ("bernoulli", "absorbing", "autoregressive")
 VQ_PRIORS = ("absorbing", "autoregressive")  # the priors that model VQ tokens (Bernoulli diffusion needs bits)
@@ -106,7 +106,9 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, vq_priors=VQ_PRIORS, contin
                 name = f"{variant.replace('/', '_')}-seed{seed}" + ("" if final else f"-step{step}")
                 scored = evaluate_prior(preset, point, latents, scoring.scorer, seed=seed, progress=progress,
                                         samples_dir=out / "samples" / "samplers" / name, final=final)
-                values = (scored.row | bootstrap_values(preset, scoring.scorer, scored.samples.images, seed=seed) | extra
+                images = scored.samples.images
+                values = (scored.row | bootstrap_values(preset, scoring.scorer, images, seed=seed) | extra
+                          | curve_subset_values(preset, scoring.scorer, images, step=step, seed=seed)
                           | point.values() | {"lr": lr})
                 fid = fid_rows(scoring, scored.samples.images, preset=preset, experiment="samplers", variant=variant,
                                seed=seed, train_step=step) if final else []

@@ -33,8 +33,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from discrete_priors import evaluate, pipeline
-from experiments.common import (Preset, bootstrap_values, comparison_prior, curve_point, done, ensure_prior, fid_rows, record,
-                                scoring_for, shared_binary_latents, tuned_lr)
+from experiments.common import (Preset, bootstrap_values, comparison_prior, curve_point, curve_subset_values, done,
+                                ensure_prior, fid_rows, record, scoring_for, shared_binary_latents, tuned_lr)
 
 PRIORS = ("bernoulli", "absorbing", "gaussian", "bernoulli-T256")
 STEPS = (4, 8, 16, 32, 64, 128, 256)
@@ -105,6 +105,8 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, data_dir=None, progress: bo
                     quality = scoring.scorer(samples.images, memorisation=False)
                     values = ({k: quality[k] for k in METRICS} | point.values() | {"lr": lr}
                               | bootstrap_values(preset, scoring.scorer, samples.images, seed=seed))
+                    if steps in curve_counts(preset, name):  # a curve of its own
+                        values |= curve_subset_values(preset, scoring.scorer, samples.images, step=step, seed=seed)
                     if final:
                         speed = evaluate.sampling_speed(prior, batch_size=min(64, preset.num_samples), steps=steps,
                                                         seed=seed, repeats=2)

@@ -534,7 +534,7 @@ def test_seeds_share_one_autoencoder_and_fid_is_recorded_at_the_last_point(exper
     real_get = common.metrics.get_extractor
     monkeypatch.setattr(common.metrics, "get_extractor",
                         lambda name, **kw: _StubInception() if name == "inception-tf-2015" else real_get(name, **kw))
-    preset = replace(smoke, seeds=(0, 1), inception_fid=True)
+    preset = replace(smoke, seeds=(0, 1), inception_fid=True, curve_samples=32)  # 32 before the last point
     samplers.run(preset, tmp_path, priors=("bernoulli",), vq_priors=(), continuous=False)
     assert sorted(p.name for p in (tmp_path / "ae").iterdir()) == ["binary-c32-seed0"]
     assert _checkpoint_listing(tmp_path / "ae") == ae_files  # not retrained (resume only rewrites its log)
@@ -550,9 +550,17 @@ def test_seeds_share_one_autoencoder_and_fid_is_recorded_at_the_last_point(exper
     assert sorted(zip(fid["variant"], fid["seed"], fid["train_step"].fillna(-1))) == \
         [("bernoulli", 0, 60), ("bernoulli", 1, 60), ("real", 0, -1), ("real", 1, -1)]
     assert (tmp_path / "inception").is_dir()  # the reference statistics, kept for the next runner
+    # fewer samples before the last point; the last one is scored again on its first 32 (fd@curve)
+    bern = df[df["variant"] == "bernoulli"]
+    assert bern.groupby("train_step")["num_samples"].max().to_dict() == {30: 32, 60: 64}
+    assert set(bern.loc[bern["metric"] == "fd@curve", "train_step"]) == {60}
+    at_32 = bern[(bern["metric"] == "fd@curve")].set_index("seed")["value"]
+    assert (at_32 != fd).all() and at_32.map(math.isfinite).all()
+    assert set(bern.loc[bern["metric"] == "fd@curve_bootstrap_std", "seed"]) == {0, 1}
     assert analysis_main(["--results", str(tmp_path / "results.csv"), "--out", str(tmp_path / "report")]) == 0
     report = (tmp_path / "report" / "REPORT.md").read_text()
-    assert "| samplers: fd | step 30 | step 60 | last half |" in report
+    assert "| samplers: fd | step 30 | step 60 | last half |" in report and "`<metric>@curve`" in report
+    assert "fd@curve" not in (tmp_path / "report" / "tables" / "samplers.md").read_text()
     assert re.search(r"\| bernoulli \| [\d.]+ ± [\d.]+ \| [\d.]+ ± [\d.]+ \|", report)  # two seeds: mean ± std
 
 
@@ -570,9 +578,11 @@ def test_inception_fid_is_skipped_with_a_warning_when_not_installed(smoke, tmp_p
 
 def test_curve_settings_are_checked_and_stay_out_of_the_hash():
     cpu = common.get_preset("cpu")
-    assert cpu.curve_steps() == [188, 375, 750, 1500] and cpu.samples_at(188) == cpu.num_samples == 1000
-    assert replace(cpu, curve_fractions=(1 / 2, 1), curve_samples=250).hash() == PINNED_HASHES["cpu"]
-    assert replace(cpu, curve_samples=250).samples_at(750) == 250 and replace(cpu, curve_samples=250).samples_at(1500) == 1000
+    assert cpu.curve_steps() == [188, 375, 750, 1500]
+    assert (cpu.samples_at(188), cpu.samples_at(750), cpu.samples_at(1500)) == (500, 500, 1000)
+    assert replace(cpu, curve_samples=None).samples_at(188) == cpu.num_samples == 1000
+    assert replace(cpu, curve_fractions=(1 / 2, 1), curve_samples=250, inception_fid=False, fid_samples=None,
+                   bootstrap_resamples=0).hash() == PINNED_HASHES["cpu"]
     for bad in ((1 / 2,), (1, 1 / 2), (0, 1), ()):
         with pytest.raises(ValueError, match="curve_fractions"):
             replace(cpu, curve_fractions=bad)
