@@ -189,7 +189,7 @@ def test_claims_not_measured_when_rows_are_absent(tmp_path):
     report = write_report(write_csv(tmp_path / "r.csv", only_efficiency), tmp_path / "out")
     text = report.read_text()
     assert verdicts(text) == {i: "not measured" for i in (1, 2, 3, 4, 5, 6, 7, 8)}
-    assert "No rows for: `reconstruction`, `samplers`, `steps`, `ablation`, `figures`, `lr-sweep`." in text
+    assert "No rows for: `reconstruction`, `samplers`, `steps`, `ablation`, `figures`" in text
 
 
 def test_report_states_the_preset_and_wall_time_beside_the_csv(tmp_path):
