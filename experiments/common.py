@@ -375,10 +375,12 @@ def ensure_prior(preset: Preset, out: Path, *, latents: Path, prior: str, varian
                  extra_kwargs: dict | None = None, class_conditional: bool = False) -> Path:
     """``prior`` (its recipe, ``extra_kwargs`` on top) trained on ``latents`` at its tuned learning
     rate (:func:`tuned_lr`: the recipe's sweep on these latents; ablation variants and class-conditional
-    priors use the rate of their base recipe)."""
+    priors use the rate of their base recipe), with training seed ``seed``. It is trained in segments
+    ending at each of ``preset.curve_steps()`` (same schedule as one run: exact resume) and the EMA
+    weights at each end are kept (:func:`curve_snapshot`, read back by :func:`curve_point`), whichever
+    runner trains it first."""
     run = out / "priors" / f"{variant.replace('/', '_')}-seed{seed}"
     lr = tuned_lr(preset, out, prior=prior, latents=latents)
-    # through every learning-curve step, keeping the EMA weights there (curve/), whichever runner trains it
     for step in preset.curve_steps():
         _train_recipe(preset, run, latents=latents, prior=prior, lr=lr, steps=preset.prior_steps, seed=seed,
                       extra_kwargs=extra_kwargs, class_conditional=class_conditional, until=step)
