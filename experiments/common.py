@@ -186,6 +186,9 @@ class Preset:
     # has the same sample-set bias; the last point always draws num_samples)
     curve_fractions: tuple[float, ...] = (1 / 8, 1 / 4, 1 / 2, 1)
     curve_samples: int | None = None
+    # the held-out codes of the NLL at the points before the last (None: nll_codes); the last point
+    # records the NLL on those codes too, as nll_<unit>@curve
+    curve_nll_codes: int | None = None
     # the standard Inception FID beside the classifier FD, at the final point of the samplers rows and
     # of the steps rows at S = 16 and the largest S (when the extractor is installed)
     inception_fid: bool = True
@@ -226,7 +229,7 @@ class Preset:
         # are (each carries its train_step and num_samples), not how any prior is trained (exact
         # resume: stopping at a curve step and continuing is bit-identical to one run); Inception FID
         # and the bootstrap std are columns of their own
-        for key in ("curve_fractions", "curve_samples", "inception_fid", "fid_samples", "fid_reference",
+        for key in ("curve_fractions", "curve_samples", "curve_nll_codes", "inception_fid", "fid_samples", "fid_reference",
                     "bootstrap_resamples"):
             del config[key]
         if config["lr_sweep"] is None:  # the records made before the sweep existed (one lr) keep their hash
@@ -275,9 +278,10 @@ PRESETS = {
     # Inception FID on 500 samples against 1,000 test images: 16 sample sets + the reference take
     # ~27 min on one core here (all 1,000 against all 10,000 would take ~80 min)
     # Learning-curve points before the last draw 500 samples (the last: 1,000, and its first 500 are
-    # scored again as <metric>@curve), which saves ~20 of the ~60 min the curves add at 1,000.
+    # scored again as <metric>@curve) and measure the NLL on 500 of the 2,000 held-out codes: the
+    # NLL of the diffusions (T network passes per code) would otherwise cost most of the curves' time.
     "cpu": Preset(name="cpu", dataset="fashion-mnist", ae_steps=1500, prior_steps=1500, nll_codes=2000,
-                  fid_samples=500, fid_reference=1000, curve_samples=500),
+                  fid_samples=500, fid_reference=1000, curve_samples=500, curve_nll_codes=500),
     "paper": Preset(name="paper", dataset="image-folder", size=256, ae_preset="paper", ae_steps=400_000, ae_batch=32,
                     ae_lr=1e-4, bits=32, net="paper", prior_steps=500_000, prior_batch=256, prior_lr=1e-4,
                     num_samples=50_000, lr_sweep=None),  # a sweep at a third of 500k steps x 3 is not affordable

@@ -28,8 +28,8 @@ rows with ``train_step`` = that step, FD / precision / recall / density / covera
 bootstrap std over the sample set of the first three, ``<metric>_bootstrap_std``), the NLL, and
 ``train_flops`` (network FLOPs of one training step × steps) and ``train_seconds`` (the trainer's
 wall seconds so far). The last point (``train_step`` = ``prior_steps``) is the full row above, with
-``num_samples`` samples; earlier points draw ``preset.samples_at(step)`` samples and skip the
-memorisation and speed columns. At the last point the Inception FID (metric ``fid``, extractor
+``num_samples`` samples; earlier points draw ``preset.samples_at(step)`` samples, measure the NLL on
+the first ``preset.curve_nll_codes`` held-out codes, and skip the memorisation and speed columns. At the last point the Inception FID (metric ``fid``, extractor
 ``inception-tf-2015``) is recorded beside the classifier FD when the extractor is installed,
 also for the ``real`` row (the train-vs-test floor).
 """
@@ -41,7 +41,7 @@ from typing import NamedTuple
 
 from discrete_priors import evaluate, pipeline
 from discrete_priors.data import load_latent_cache
-from experiments.common import (CurvePoint, Preset, SharedLatents, bootstrap_values, continuous_latents, curve_point,
+from experiments.common import (CURVE_SUFFIX, CurvePoint, Preset, SharedLatents, bootstrap_values, continuous_latents, curve_point,
                                 curve_subset_values, done, ensure_gaussian_prior, ensure_samplers_prior, fid_rows,
                                 pending_steps, record, scoring_for, shared_binary_latents, shared_latents, tuned_lr)
 
@@ -120,12 +120,31 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, vq_priors=VQ_PRIORS, contin
 def evaluate_prior(preset: Preset, point: CurvePoint, latents: SharedLatents, quality: evaluate.SampleScorer, *,
                    seed: int, progress=None, samples_dir: Path, final: bool = True) -> evaluate.ScoredPrior:
     """Every samplers metric of one trained prior at one learning-curve point (``final``: the full
-    row; else quality and NLL only, on ``preset.samples_at(step)`` samples); samples saved under ``samples_dir``."""
+    row; else quality and NLL only, on ``preset.samples_at(step)`` samples and the first
+    ``preset.curve_nll_codes`` held-out codes); samples saved under ``samples_dir``."""
     ae, prior = pipeline.load_autoencoder(latents.ae_dir), point.load()
     test_codes = load_latent_cache(latents.latents / "test.safetensors").codes[:preset.nll_codes]
     scored = evaluate.score_prior(prior, ae, quality, num_samples=preset.samples_at(point.step), seed=seed,
-                                  test_codes=test_codes, speed_repeats=2, progress=progress, memorisation=final,
-                                  speed=final)
+                                  speed_repeats=2, progress=progress, memorisation=final, speed=final)
+    scored.row.update(curve_nll(preset, prior, test_codes, final=final, seed=seed))
     if final:
         pipeline.save_samples(scored.samples, samples_dir, meta={"seed": seed, "train_step": point.step})
     return scored
+
+
+def curve_nll(preset: Preset, prior, codes, *, final: bool, seed: int) -> dict:
+    """The NLL columns at a curve point: before the last, on the first ``curve_nll_codes`` codes;
+    at the last, on all of ``codes``, computed as the first ``curve_nll_codes`` and the rest (the
+    first part also recorded as ``nll_<unit>@curve``, what the earlier points measured) weighted
+    by their counts, so the curve costs no extra pass."""
+    head = preset.curve_nll_codes
+    if head is None or head >= len(codes):
+        return evaluate.nll_row(prior, codes, seed=seed)
+    first = evaluate.nll_row(prior, codes[:head], seed=seed)
+    if not final:
+        return first
+    rest = evaluate.nll_row(prior, codes[head:], seed=seed)
+    name = next(k for k in first if k.startswith("nll_") and k != "nll_is_exact")
+    mean = (first[name] * head + rest[name] * (len(codes) - head)) / len(codes)
+    return {name: mean, "nll_is_exact": min(first["nll_is_exact"], rest["nll_is_exact"]),
+            f"{name}{CURVE_SUFFIX}": first[name]}

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from analysis.__main__ import main as analysis_main
-from discrete_priors import pipeline
+from discrete_priors import evaluate, pipeline
 from discrete_priors.io import read_json
 from experiments import ablation, common, efficiency, figures, reconstruction, samplers, steps
 from experiments.__main__ import main as experiments_main
@@ -534,7 +534,8 @@ def test_seeds_share_one_autoencoder_and_fid_is_recorded_at_the_last_point(exper
     real_get = common.metrics.get_extractor
     monkeypatch.setattr(common.metrics, "get_extractor",
                         lambda name, **kw: _StubInception() if name == "inception-tf-2015" else real_get(name, **kw))
-    preset = replace(smoke, seeds=(0, 1), inception_fid=True, curve_samples=32)  # 32 before the last point
+    # 32 samples and 40 held-out codes before the last point
+    preset = replace(smoke, seeds=(0, 1), inception_fid=True, curve_samples=32, curve_nll_codes=40)
     samplers.run(preset, tmp_path, priors=("bernoulli",), vq_priors=(), continuous=False)
     assert sorted(p.name for p in (tmp_path / "ae").iterdir()) == ["binary-c32-seed0"]
     assert _checkpoint_listing(tmp_path / "ae") == ae_files  # not retrained (resume only rewrites its log)
@@ -557,6 +558,17 @@ def test_seeds_share_one_autoencoder_and_fid_is_recorded_at_the_last_point(exper
     at_32 = bern[(bern["metric"] == "fd@curve")].set_index("seed")["value"]
     assert (at_32 != fd).all() and at_32.map(math.isfinite).all()
     assert set(bern.loc[bern["metric"] == "fd@curve_bootstrap_std", "seed"]) == {0, 1}
+    # the last point's NLL over every held-out code is the count-weighted mean of its first 40 (the
+    # @curve value, what step 30 measured) and the rest, each computed once
+    from discrete_priors.data import load_latent_cache
+
+    codes = load_latent_cache(tmp_path / "latents" / "binary-c32-seed0" / "test.safetensors").codes[:smoke.nll_codes]
+    prior = pipeline.load_prior(runs[0])
+    head = evaluate.nll_row(prior, codes[:40], seed=0)["nll_bits_per_bit"]
+    rest = evaluate.nll_row(prior, codes[40:], seed=0)["nll_bits_per_bit"]
+    nll = bern[(bern["seed"] == 0) & (bern["train_step"] == 60)].set_index("metric")["value"]
+    assert nll["nll_bits_per_bit@curve"] == pytest.approx(head, rel=1e-12)
+    assert nll["nll_bits_per_bit"] == pytest.approx((40 * head + (len(codes) - 40) * rest) / len(codes), rel=1e-12)
     assert analysis_main(["--results", str(tmp_path / "results.csv"), "--out", str(tmp_path / "report")]) == 0
     report = (tmp_path / "report" / "REPORT.md").read_text()
     assert "| samplers: fd | step 30 | step 60 | last half |" in report and "`<metric>@curve`" in report
