@@ -133,6 +133,8 @@ def section_lines(df: pd.DataFrame, out_dir: Path) -> list[str]:
              "(`train_seconds`). Bands: ± one std over seeds. Earlier points may use fewer samples than the last "
              "(`num_samples` per point below), which biases their FD upward.", "",
              f"Stopping rule: {PLATEAU_RULE}", "",
+             "Cells: mean ± std over seeds; ᵇ: one seed, ± the bootstrap std over its sample set; no ±: one seed "
+             "and no bootstrap (the NLL's spread over held-out codes is not recorded).", "",
              "Every seed's priors are trained on the same autoencoder and latent cache (`ae/<latents>-seed0`, "
              "`latents/<latents>-seed0`: autoencoder seed 0), so the spread over seeds is the priors' alone.", ""]
     for experiment in (e for e in CURVE_EXPERIMENTS if e in set(rows["experiment"])):
@@ -157,7 +159,7 @@ def section_lines(df: pd.DataFrame, out_dir: Path) -> list[str]:
                 word, evidence = plateau(points, lower_is_better=DEFAULT_DIRECTION.get(metric, True) is not False)
                 change = evidence[evidence.find("(") + 1:evidence.find(";")] if "(" in evidence else ""
                 word = f"{word} ({change})" if change else word
-                cells = [format_mean_std(points[s].mean, points[s].std if points[s].source == "seeds" else math.nan)
+                cells = [format_mean_std(points[s].mean, points[s].std) + ("ᵇ" if points[s].source == "bootstrap" else "")
                          if s in points else "–" for s in steps]
                 lines.append(f"| {variant} | " + " | ".join(cells) + f" | {word} |")
             lines.append("")

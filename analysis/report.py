@@ -52,7 +52,8 @@ SECTIONS = {  # experiment -> (title, metrics in preferred order, plot)
                    plots.speed_bars),
     "steps": ("Quality vs sampling steps (paper Figure 7; `bernoulli-T256`: the Bernoulli recipe trained with T = 256, "
               "sampled at every S)", ["fd", "fid"], plots.steps_curve),
-    "ablation": ("Ablations (paper Table 7 and implicit choices)", ["fd", "recall"], plots.ablation_bars),
+    "ablation": ("Ablations (paper Table 7 and implicit choices; target × λ: every seed, on a learning curve; "
+                 "reverse / balance / final / schedule: one seed, the first)", ["fd", "recall"], plots.ablation_bars),
     "figures": ("Temperature, guidance and inpainting (numbers behind paper Figures 4, 6, 8)",
                 ["fd", "precision", "recall", "class_accuracy"], None),
     "lr-sweep": ("Each prior's learning rate (short runs; the lowest tail training loss is chosen, never a test "
