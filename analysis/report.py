@@ -20,6 +20,7 @@ A claim whose rows are absent is "not measured", never an error; a contradiction
 
 from __future__ import annotations
 
+import math
 import os
 from functools import partial
 from pathlib import Path
@@ -27,10 +28,13 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import plots, scaling
-from analysis.claims import Cell as _Cell, Claim, cells as _cells, pooled as _pooled, verdict as _verdict
+from analysis import curves
+from analysis.claims import Claim
+from analysis.curves import curve_estimates
 from analysis.reconstruction import claim_equal_bits, claim_equal_grid, claim_gap_cause
-from analysis.tables import (DEFAULT_DIRECTION, load_results, parse_variant, summary_table,
-                             to_latex, to_markdown, variant_sort_key)
+from analysis.tables import (DEFAULT_DIRECTION, final_points, format_mean_std, load_results, parse_variant,
+                             summary_table, to_latex, to_markdown, variant_sort_key)
+from analysis.verdicts import BOOTSTRAP_STD_SUFFIX, RULE, Z_DEFAULT, Estimate, compare, seed_estimates, verdict_along_curve
 from discrete_priors.io import atomic_path
 
 MATCH_REL_TOL = 0.10         # claim 3: "matches" = within 10% of absorbing's fd ...
@@ -46,8 +50,10 @@ SECTIONS = {  # experiment -> (title, metrics in preferred order, plot)
                  partial(plots.ablation_bars, experiment="samplers")),
     "efficiency": ("Sampling efficiency (paper Table 6)", ["samples_per_s", "nfe_per_sample", "batch_size"],
                    plots.speed_bars),
-    "steps": ("Quality vs sampling steps (paper Figure 7)", ["fd"], plots.steps_curve),
-    "ablation": ("Ablations (paper Table 7 and implicit choices)", ["fd", "recall"], plots.ablation_bars),
+    "steps": ("Quality vs sampling steps (paper Figure 7; `bernoulli-T256`: the Bernoulli recipe trained with T = 256, "
+              "sampled at every S)", ["fd", "fid"], plots.steps_curve),
+    "ablation": ("Ablations (paper Table 7 and implicit choices; target × λ: every seed, on a learning curve; "
+                 "reverse / balance / final / schedule: one seed, the first)", ["fd", "recall"], plots.ablation_bars),
     "figures": ("Temperature, guidance and inpainting (numbers behind paper Figures 4, 6, 8)",
                 ["fd", "precision", "recall", "class_accuracy"], None),
     "lr-sweep": ("Each prior's learning rate (short runs; the lowest tail training loss is chosen, never a test "
@@ -59,96 +65,156 @@ PRESET_KEYS = ("name", "dataset", "size", "ae_preset", "ae_steps", "bits", "vq_c
                "prior_batch", "num_samples", "nll_codes", "seeds")
 
 
-def _grouped(cells: dict[str, _Cell], key: str) -> dict[str, dict[str, _Cell]]:
+def _shown(e: Estimate) -> str:
+    """``mean ± std`` of an estimate, the std's source named when it is not the spread over seeds."""
+    if e.source == "seeds":
+        return format_mean_std(e.mean, e.std) + (f" (n={e.n})")
+    if e.source == "bootstrap":
+        return format_mean_std(e.mean, e.std) + " (1 seed, bootstrap std)"
+    return format_mean_std(e.mean, math.nan) + " (1 seed)"
+
+
+def _combined(verdicts: list[str]) -> str:
+    """One verdict from the comparisons of a claim: supported / not supported when all agree beyond
+    noise, within noise / no uncertainty when all are, partly supported otherwise."""
+    if not verdicts:
+        return "not measured"
+    words = {"supported": "supported", "contradicted": "not supported", "within noise": "within noise",
+             "no uncertainty": "no uncertainty"}
+    kinds = set(verdicts)
+    return words[kinds.pop()] if len(kinds) == 1 else "partly supported"
+
+
+def _along_curve(df: pd.DataFrame, experiment: str, a: str, b: str, *, lower_is_better: bool = True,
+                 slack: float = 0.0, metric: str = "fd") -> str | None:
+    """The verdict of "a better than b" (b allowed ``slack`` × its mean) at every learning-curve step
+    both variants were evaluated at, or None when they share fewer than two steps."""
+    curves = curve_estimates(df, experiment, metric)
+    steps = sorted(set(curves.get(a, {})) & set(curves.get(b, {})))
+    if len(steps) < 2:
+        return None
+    points = {}
+    for s in steps:
+        eb = curves[b][s]
+        points[s] = (curves[a][s], eb._replace(mean=eb.mean + (slack * abs(eb.mean) if lower_is_better else -slack * abs(eb.mean))))
+    return f"along the learning curve (steps {', '.join(map(str, steps))}): " + \
+        verdict_along_curve(points, lower_is_better=lower_is_better).summary()
+
+
+def _grouped(cells: dict, key: str) -> dict[str, dict]:
     """Variants that set ``key``, grouped by everything else in the variant (the fixed context)."""
-    groups: dict[str, dict[str, _Cell]] = {}
+    groups: dict[str, dict] = {}
     for variant, cell in cells.items():
         name, params = parse_variant(variant)
         if key in params:
             value = params.pop(key)
             context = "/".join([name] * bool(name) + [f"{k}={v}" for k, v in sorted(params.items())])
-            groups.setdefault(context or "(nothing else varied)", {})[value] = cell
+            groups.setdefault(context or "(nothing else varied)", {})[value] = (variant, cell)
     return groups
 
 
+def _estimates(df: pd.DataFrame, experiment: str, metric: str = "fd") -> dict[str, Estimate]:
+    return seed_estimates(final_points(df), experiment, metric)
+
+
 def claim_target_order(df: pd.DataFrame) -> Claim:
-    rule = ("In each ablation setting with at least two of the targets (other keys fixed), mean fd must order "
-            "residual < x0 < direct; gaps smaller than one pooled std over seeds are flagged.")
+    rule = ("In each ablation setting with at least two of the targets (other keys fixed), fd must order "
+            "residual < x0 < direct, each step of the chain judged by the 2·se rule: " + RULE.format(z=Z_DEFAULT))
     outcomes, evidence = [], []
-    for context, by_target in _grouped(_cells(df, "ablation", "fd"), "target").items():
-        chain = [(t, by_target[t]) for t in ("residual", "x0", "direct") if t in by_target]
-        if len(chain) < 2:
-            continue
-        pairs = list(zip(chain, chain[1:]))
-        holds = [a.mean < b.mean for (_, a), (_, b) in pairs]
-        text = f"{chain[0][0]} fd {chain[0][1]}"
-        for ((_, a), (t, b)), ok in zip(pairs, holds):
-            text += f" {'<' if ok else '≥'} {t} {b}"
-        noisy = any(abs(a.mean - b.mean) < _pooled(a, b) for (_, a), (_, b) in pairs)
-        outcomes.append(True if all(holds) else False if not any(holds) else None)
-        evidence.append(f"{context}: {text}: {'holds' if all(holds) else 'fails'}"
-                        + (" (a gap is within one pooled std)" if noisy else ""))
-    return Claim("Residual target beats x0 beats direct (Table 7)", _verdict(outcomes), evidence, rule)
+    for context, by_target in _grouped(_estimates(df, "ablation"), "target").items():
+        chain = [(t, *by_target[t]) for t in ("residual", "x0", "direct") if t in by_target]
+        for (ta, va, a), (tb, vb, b) in zip(chain, chain[1:]):
+            comparison = compare(a, b, lower_is_better=True)
+            outcomes.append(comparison.verdict)
+            line = f"{context}: {ta} fd {_shown(a)} vs {tb} {_shown(b)}: {comparison}"
+            curve = _along_curve(df, "ablation", va, vb)
+            evidence.append(line + (f"; {curve}" if curve else ""))
+    return Claim("Residual target beats x0 beats direct (Table 7)", _combined(outcomes), evidence, rule)
 
 
 def claim_small_lambda(df: pd.DataFrame) -> Claim:
-    rule = (f"In each ablation setting (other keys fixed) with vlb=0 and a positive λ, mean fd at λ = {PAPER_LAMBDA} "
-            "(or the smallest positive λ run, if that was not) must be lower than at λ = 0. Not counted: the direct "
-            "target, whose VLB term is its own loss minus a constant (λ only rescales it; one model serves every λ).")
+    rule = (f"In each ablation setting (other keys fixed) with vlb=0 and a positive λ, fd at λ = {PAPER_LAMBDA} "
+            "(or the smallest positive λ run, if that was not) must be lower than at λ = 0 by the 2·se rule: "
+            + RULE.format(z=Z_DEFAULT) + " Not counted: the direct target, whose VLB term is its own loss minus "
+            "a constant (λ only rescales it; one model serves every λ).")
     outcomes, evidence = [], []
-    for context, by_lambda in _grouped(_cells(df, "ablation", "fd"), "vlb").items():
-        values = {float(v): cell for v, cell in by_lambda.items()}
+    for context, by_lambda in _grouped(_estimates(df, "ablation"), "vlb").items():
+        values = {float(v): pair for v, pair in by_lambda.items()}
         positive = sorted(v for v in values if v > 0)
         if 0.0 not in values or not positive:
             continue
         if context == "target=direct":
             evidence.append(f"{context}: λ only rescales the loss, so every λ is the same model "
-                            f"(fd {values[0.0]}): not evidence either way")
+                            f"(fd {_shown(values[0.0][1])}): not evidence either way")
             continue
         lam = PAPER_LAMBDA if PAPER_LAMBDA in values else positive[0]
-        small, zero = values[lam], values[0.0]
-        ok = small.mean < zero.mean
-        outcomes.append(ok)
-        evidence.append(f"{context}: fd at λ={lam:g} {small} {'<' if ok else '≥'} λ=0 {zero}: "
-                        f"{'holds' if ok else 'fails'}"
-                        + (" (gap within one pooled std)" if abs(small.mean - zero.mean) < _pooled(small, zero) else ""))
-    return Claim("A small VLB weight λ helps (Table 7)", _verdict(outcomes), evidence, rule)
+        (v_small, small), (v_zero, zero) = values[lam], values[0.0]
+        comparison = compare(small, zero, lower_is_better=True)
+        outcomes.append(comparison.verdict)
+        curve = _along_curve(df, "ablation", v_small, v_zero)
+        evidence.append(f"{context}: fd at λ={lam:g} {_shown(small)} vs λ=0 {_shown(zero)}: {comparison}"
+                        + (f"; {curve}" if curve else ""))
+    return Claim("A small VLB weight λ helps (Table 7)", _combined(outcomes), evidence, rule)
 
 
 def claim_few_steps(df: pd.DataFrame, other: str = "absorbing", label: str = "absorbing") -> Claim:
-    rule = (f"Bernoulli fd at S=16 matches {label} fd at its largest S (> 16) when it is lower, or higher by at "
-            f"most max(one pooled std over seeds, {MATCH_REL_TOL:.0%} of {label}'s fd); compared per setting.")
+    rule = (f"Bernoulli fd at S=16 matches {label} fd at its largest S (> 16) when 'Bernoulli fd < {label} fd + "
+            f"{MATCH_REL_TOL:.0%} of {label}'s fd' holds by the 2·se rule (compared per setting): "
+            + RULE.format(z=Z_DEFAULT))
     if other == "gaussian":
         rule += (" The fd are of the same images' feature space; the priors model different latents (binary codes vs "
                  "continuous codes of autoencoders of one backbone). Also listed: the smallest S at which the "
-                 "Gaussian's fd is within the same allowance of Bernoulli's at S=16.")
-    groups: dict[str, dict[str, dict[int, _Cell]]] = {}
-    for variant, cell in _cells(df, "steps", "fd").items():
+                 "Gaussian's mean fd is within the same allowance of Bernoulli's at S=16.")
+    groups: dict[str, dict[str, dict[int, tuple]]] = {}
+    for variant, cell in _estimates(df, "steps").items():
         name, params = parse_variant(variant)
         if name in {"bernoulli", other} and "S" in params:
             steps = int(params.pop("S"))
             context = "/".join(f"{k}={v}" for k, v in sorted(params.items())) or "(default settings)"
-            groups.setdefault(context, {}).setdefault(name, {})[steps] = cell
+            groups.setdefault(context, {}).setdefault(name, {})[steps] = (variant, cell)
     outcomes, evidence = [], []
     for context, curves in groups.items():
         bern, absorb = curves.get("bernoulli", {}), curves.get(other, {})
         if 16 not in bern or not absorb or max(absorb) <= 16:
             continue
         many = max(absorb)
-        b, a = bern[16], absorb[many]
-        slack = max(_pooled(a, b), MATCH_REL_TOL * abs(a.mean))
-        ok = b.mean <= a.mean + slack
-        outcomes.append(ok)
-        evidence.append(f"{context}: Bernoulli fd at S=16 {b} vs {label} at S={many} {a} "
-                        f"(allowed up to {a.mean + slack:.3g}): {'matches' if ok else 'does not match'}")
+        (vb, b), (va, a) = bern[16], absorb[many]
+        allowed = a._replace(mean=a.mean + MATCH_REL_TOL * abs(a.mean))
+        comparison = compare(b, allowed, lower_is_better=True)
+        outcomes.append(comparison.verdict)
+        word = {"supported": "matches", "contradicted": "does not match"}.get(comparison.verdict, comparison.verdict)
+        curve = _along_curve(df, "steps", vb, va, slack=MATCH_REL_TOL)
+        evidence.append(f"{context}: Bernoulli fd at S=16 {_shown(b)} vs {label} at S={many} {_shown(a)} "
+                        f"(allowed up to {allowed.mean:.3g}; {comparison})" + (f"; {curve}" if curve else "")
+                        + f": {word}")
         if other == "gaussian":
-            reach = [s for s in sorted(absorb)
-                     if absorb[s].mean <= b.mean + max(_pooled(absorb[s], b), MATCH_REL_TOL * abs(absorb[s].mean))]
+            reach = [s for s in sorted(absorb) if absorb[s][1].mean <= b.mean + MATCH_REL_TOL * abs(absorb[s][1].mean)]
             evidence.append(f"{context}: {label} reaches Bernoulli's S=16 fd first at "
-                            + (f"S={reach[0]} (fd {absorb[reach[0]]})" if reach else f"no S up to {many}"))
+                            + (f"S={reach[0]} (fd {_shown(absorb[reach[0]][1])})" if reach else f"no S up to {many}"))
     return Claim(f"Bernoulli diffusion at 16 steps matches {label} diffusion at many more steps"
                  + (" (Figure 7)" if other == "absorbing" else " (the paper's LDM comparison)"),
-                 _verdict(outcomes), evidence, rule)
+                 _combined(outcomes), evidence, rule)
+
+
+def claim_samplers_order(df: pd.DataFrame) -> Claim:
+    """Claim 8: on identical binary latents Bernoulli diffusion has a lower fd than absorbing diffusion
+    and than the autoregressive prior (Table 5), at the full budget and along the learning curve."""
+    rule = ("On the shared binary latents, Bernoulli fd < absorbing fd and Bernoulli fd < autoregressive fd, each by "
+            "the 2·se rule: " + RULE.format(z=Z_DEFAULT) + " Along the learning curve the same rule at every step "
+            "('holds from step X on' / 'flips at step X').")
+    est = _estimates(df, "samplers")
+    outcomes, evidence = [], []
+    if "bernoulli" in est:
+        for other in ("absorbing", "autoregressive"):
+            if other not in est:
+                continue
+            comparison = compare(est["bernoulli"], est[other], lower_is_better=True)
+            outcomes.append(comparison.verdict)
+            curve = _along_curve(df, "samplers", "bernoulli", other)
+            evidence.append(f"Bernoulli fd {_shown(est['bernoulli'])} vs {other} {_shown(est[other])}: {comparison}"
+                            + (f"; {curve}" if curve else ""))
+    return Claim("Bernoulli diffusion beats absorbing diffusion and the autoregressive prior on identical binary "
+                 "latents (Table 5)", _combined(outcomes), evidence, rule)
 
 
 def claim_few_steps_vs_continuous(df: pd.DataFrame) -> Claim:
@@ -157,7 +223,7 @@ def claim_few_steps_vs_continuous(df: pd.DataFrame) -> Claim:
 
 
 CLAIMS = (claim_target_order, claim_small_lambda, claim_few_steps, claim_equal_bits, claim_equal_grid, claim_gap_cause,
-          claim_few_steps_vs_continuous)
+          claim_few_steps_vs_continuous, claim_samplers_order)
 
 
 def evaluate_claims(df: pd.DataFrame) -> list[Claim]:
@@ -174,7 +240,12 @@ def evaluate_claims(df: pd.DataFrame) -> list[Claim]:
 def _claims_markdown(claims: list[Claim]) -> list[str]:
     lines = ["## Claims of the paper", "",
              "Each claim is judged from the numbers in this CSV only, by the rule stated under it "
-             "(verdicts: supported / partly supported / not supported / not measured). "
+             "(verdicts: supported / partly supported / not supported / within noise / no uncertainty / not measured). "
+             "The prior comparisons (claims 1-3, 7, 8) use the 2·se rule of `analysis/verdicts.py` at the full "
+             "budget: mean ± std over training seeds (each seed its own prior on the one shared autoencoder); with "
+             "one seed the bootstrap std over the sample set when recorded, else \"no uncertainty\" — never "
+             "\"supported\" without an uncertainty. Where learning-curve rows exist the same rule is applied at "
+             "every step (\"supported from step X on\", \"flips at step X\"). "
              "A contradiction is a finding, reported as measured.", ""]
     for i, claim in enumerate(claims, 1):
         lines += [f"### {i}. {claim.title}", "", f"**Verdict: {claim.verdict}**", ""]
@@ -235,7 +306,9 @@ def budget_lines(results_dir: Path) -> list[str]:
 def _experiment_lines(df: pd.DataFrame, experiment: str, out_dir: Path) -> list[str]:
     title, preferred, plot = SECTIONS.get(experiment, (f"Experiment `{experiment}`", [], None))
     rows = df[df["experiment"] == experiment]
-    present = list(dict.fromkeys(rows["metric"]))
+    # the bootstrap stds are the one-seed uncertainty the claims use, not columns of their own
+    present = [m for m in dict.fromkeys(rows["metric"])
+               if not m.endswith(BOOTSTRAP_STD_SUFFIX) and not m.endswith(curves.CURVE_SUFFIX)]
     metrics = [m for m in preferred if m in present] + [m for m in present if m not in preferred]
     variants = list(dict.fromkeys(rows["variant"]))
     if experiment == "steps":
@@ -278,10 +351,12 @@ def write_report(results_csv: str | Path, out_dir: str | Path, *, samples_dir: s
     from ``results_csv`` alone; returns the REPORT.md path. ``samples_dir``: PNG grids to link;
     ``budget_note``: free text stating the scale and compute budget of the runs."""
     results_csv, out_dir = Path(results_csv), Path(out_dir)
-    df = load_results(results_csv)
+    everything = load_results(results_csv)
+    df = final_points(everything)  # the tables: each curve's last point (the full budget)
     out_dir.mkdir(parents=True, exist_ok=True)
     budget_note = "\n".join([budget_note, *budget_lines(results_csv.parent)])
-    lines = _header_lines(df, results_csv, budget_note) + _claims_markdown(evaluate_claims(df))
+    lines = _header_lines(everything, results_csv, budget_note) + _claims_markdown(evaluate_claims(everything))
+    lines += curves.section_lines(everything, out_dir)
     experiments = list(dict.fromkeys(df["experiment"]))
     order = [e for e in SECTIONS if e in experiments] + [e for e in experiments if e not in SECTIONS]
     for experiment in order:

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from discrete_priors.results import COLUMNS
+from discrete_priors.results import COLUMNS, with_columns
 
 # Direction of each known metric: True = lower is better, False = higher is better, None = no
 # ranking (a size or a setting, not a quality). Runners adding a metric should add it here.
@@ -26,7 +26,8 @@ DEFAULT_DIRECTION: dict[str, bool | None] = {
     "fd": True, "rfd": True, "psnr": False, "ssim": False, "precision": False, "recall": False,
     "nll_bits_per_bit": True, "nll_bits_per_dim": True, "bits_per_image": None, "code_usage": False, "nn_distance": None,
     "frac_closer_than_test": None, "samples_per_s": False, "params": None, "nfe_per_sample": True,
-    "batch_size": None,
+    "batch_size": None, "fid": True, "density": False, "coverage": False, "train_flops": None, "train_seconds": None,
+    "lr": None,
 }
 # Fixed decimals where 3 significant digits read badly (PSNR in dB is quoted to 0.01).
 DEFAULT_DECIMALS: dict[str, int] = {"psnr": 2, "ssim": 3, "batch_size": 0}
@@ -77,11 +78,24 @@ def load_results(path: str | Path) -> pd.DataFrame:
     df = pd.read_csv(path, dtype={"experiment": str, "variant": str, "metric": str, "extractor": str,
                                   "config_hash": str, "code_version": str, "machine": str},
                      keep_default_na=False, na_values={"value": ["nan", "NaN", ""]})
+    df = with_columns(df)  # a CSV from before the train_step column: every row not from a curve point
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing result columns {missing}, expected {list(COLUMNS)}")
     df["value"] = df["value"].astype(float)
+    df["train_step"] = pd.to_numeric(df["train_step"].replace("", None)).astype("Int64")
     return df
+
+
+def final_points(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows every table and claim is made from: those not from a learning curve (empty
+    ``train_step``) and, of a curve, those at its last step (the full budget) per experiment and
+    variant. The earlier points are the learning-curve sections' (analysis/curves.py)."""
+    if "train_step" not in df.columns or df["train_step"].isna().all():
+        return df
+    last = df.groupby(["experiment", "variant"])["train_step"].transform("max")
+    keep = df["train_step"].isna() | (df["train_step"] == last)
+    return df[keep.fillna(True).astype(bool)]
 
 
 def aggregate(df: pd.DataFrame, experiment: str, metrics=None, *, keys=("variant", "metric")) -> pd.DataFrame:

@@ -67,12 +67,15 @@ def load_autoencoder(run_dir: str | Path, *, ema: bool = True, device: str | tor
     return model.to(resolve_device(device)).eval()
 
 
-def load_prior(run_dir: str | Path, *, ema: bool = True, device: str | torch.device = "auto"):
-    """Rebuild a prior from its JSON config and load its (EMA) weights, on ``device`` (as above)."""
+def load_prior(run_dir: str | Path, *, ema: bool = True, device: str | torch.device = "auto",
+               checkpoint: str | Path | None = None):
+    """Rebuild a prior from its JSON config and load its (EMA) weights, on ``device`` (as above).
+    ``checkpoint``: a folder holding ``model_config.json`` and the weights (a checkpoint of the run,
+    or a learning-curve snapshot) to load instead of the run's latest checkpoint."""
     from discrete_priors.priors import prior_from_config
     from discrete_priors.training import load_model_weights
 
-    ckpt = latest_checkpoint(run_dir)
+    ckpt = latest_checkpoint(run_dir) if checkpoint is None else Path(checkpoint)
     config = read_json(ckpt / "model_config.json")
     config.setdefault("name", read_json(Path(run_dir) / "prior.json")["name"])
     model = prior_from_config(config)
@@ -346,14 +349,16 @@ def resample_choice(cache, resample: bool | None) -> tuple[bool, str]:
 
 def train_prior(*, out: str | Path, latents_dir: str | Path, prior: str = "bernoulli", prior_kwargs: dict | None = None,
                 train_config: dict, resample: bool | None = None, class_conditional: bool = False,
-                progress: bool | None = None):
+                progress: bool | None = None, until: int | None = None):
     """Train (or resume) a prior on a latent cache's train split; the cache's batch source hands
     the trainer codes (redrawn from the stored Bernoulli probabilities with ``resample``, the
     reference code's implicit augmentation) and, when class-conditional, labels.
     ``resample=None`` (the default, as on the command line) chooses by the cache
     (:func:`resample_choice`: on for sampled binary latents, off for fixed codes); the runners
     pass it explicitly, except the Gaussian baseline, whose continuous cache is never resampled.
-    The choice and its reason are printed and stored in ``prior.json``."""
+    The choice and its reason are printed and stored in ``prior.json``. ``until``: stop after that
+    many steps (a checkpoint is written there) with the schedule of the full ``train_config["steps"]``
+    run, which a later call continues (exact resume)."""
     from discrete_priors.data import load_latent_cache
     from discrete_priors.priors import build_prior
     from discrete_priors.training import TrainConfig, Trainer
@@ -389,7 +394,7 @@ def train_prior(*, out: str | Path, latents_dir: str | Path, prior: str = "berno
                            "latents_hash": latents_hash})
     if trainer.dist.rank == 0:
         print(f"train-prior: resample {'on' if resample else 'off'} ({shown_reason})", file=sys.stderr, flush=True)
-    return trainer.fit()
+    return trainer.fit(until=until)
 
 
 def autoencoder_config(run_dir: str | Path) -> dict:

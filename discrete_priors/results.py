@@ -1,7 +1,13 @@
 """Tidy result rows: one metric value per row, appended to a CSV atomically.
 
-Columns: experiment, variant, seed, metric, value, extractor, num_samples, config_hash,
+Columns: experiment, variant, seed, train_step, metric, value, extractor, num_samples, config_hash,
 code_version, machine, timestamp. Tables and plots are made from these rows alone (analysis/).
+
+``train_step``: the training step at which the prior whose samples a row scores was evaluated (its
+EMA weights at that step; a learning curve has one row set per step, the last at the full budget),
+empty for rows that do not come from a trained prior (real data, untrained timings, lr sweeps).
+CSVs written before the column existed read with it empty (:func:`read_rows`); appending to one is
+refused (the header would not match the rows).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import torch
 
 from discrete_priors.io import append_text
 
-COLUMNS = ("experiment", "variant", "seed", "metric", "value", "extractor", "num_samples", "config_hash",
+COLUMNS = ("experiment", "variant", "seed", "train_step", "metric", "value", "extractor", "num_samples", "config_hash",
            "code_version", "machine", "timestamp")
 
 
@@ -44,7 +50,7 @@ def machine() -> str:
 
 
 def make_rows(*, experiment: str, variant: str, seed: int, metrics: dict, extractor: str = "", num_samples: int = 0,
-              config_hash: str = "") -> list[dict]:
+              config_hash: str = "", train_step: int | None = None) -> list[dict]:
     """One row per metric; non-finite or non-numeric values are refused so a table never hides a NaN."""
     rows, stamp = [], time.strftime("%Y-%m-%dT%H:%M:%S")
     for metric, value in metrics.items():
@@ -53,7 +59,8 @@ def make_rows(*, experiment: str, variant: str, seed: int, metrics: dict, extrac
         value = float(value)
         if value != value:
             raise ValueError(f"metric {metric!r} of {experiment}/{variant} is NaN")
-        rows.append({"experiment": experiment, "variant": variant, "seed": seed, "metric": metric, "value": value,
+        rows.append({"experiment": experiment, "variant": variant, "seed": seed,
+                     "train_step": "" if train_step is None else int(train_step), "metric": metric, "value": value,
                      "extractor": extractor, "num_samples": num_samples, "config_hash": config_hash,
                      "code_version": code_version(), "machine": machine(), "timestamp": stamp})
     return rows
@@ -66,6 +73,14 @@ def append_csv(path: str | Path, rows: list[dict], columns) -> None:
     writer = csv.DictWriter(buffer, fieldnames=columns)
     if not path.exists() or path.stat().st_size == 0:
         writer.writeheader()
+    else:
+        with path.open(newline="") as f:
+            header = next(csv.reader(f), [])
+        if header != list(columns):
+            # appending rows of other columns would misalign every later row
+            raise ValueError(f"{path} has columns {header}, but rows now have {list(columns)} (it was written by an "
+                             f"older version): write to a new output directory (a new --out), or read it with "
+                             f"read_rows / analysis, which fill the missing columns")
     for row in rows:
         unknown = set(row) - set(columns)
         if unknown:
@@ -80,13 +95,32 @@ def append_rows(path: str | Path, rows: list[dict]) -> None:
 
 
 def read_rows(path: str | Path):
+    """The rows as a DataFrame with every column of :data:`COLUMNS` (an older CSV's missing
+    ``train_step`` filled empty)."""
     import pandas as pd
 
-    return pd.read_csv(path)
+    df = pd.read_csv(path)
+    return with_columns(df)
 
 
-def has_cell(path: str | Path, *, experiment: str, variant: str, seed: int, config_hash: str | None = None) -> bool:
-    """True when rows for this (experiment, variant, seed) are already in the CSV (reruns skip it).
+def with_columns(df):
+    """``df`` with the columns an older CSV lacks (``train_step``) added empty, in COLUMNS order."""
+    if "train_step" not in df.columns:
+        df.insert(list(df.columns).index("seed") + 1 if "seed" in df.columns else len(df.columns), "train_step", "")
+    return df
+
+
+def _step_matches(recorded: str | None, train_step: int | None) -> bool:
+    recorded = (recorded or "").strip()
+    if train_step is None:
+        return recorded == ""
+    return recorded != "" and int(float(recorded)) == int(train_step)
+
+
+def has_cell(path: str | Path, *, experiment: str, variant: str, seed: int, config_hash: str | None = None,
+             train_step: int | None = None) -> bool:
+    """True when rows for this (experiment, variant, seed, train_step) are already in the CSV (reruns
+    skip it); ``train_step=None`` matches rows with an empty train_step (not from a trained prior).
 
     With ``config_hash``, a cell recorded under another config raises instead: mixing rows of two
     configurations in one table would be silently wrong."""
@@ -95,18 +129,22 @@ def has_cell(path: str | Path, *, experiment: str, variant: str, seed: int, conf
         return False
     with path.open() as f:
         hashes = {r["config_hash"] for r in csv.DictReader(f)
-                  if r["experiment"] == experiment and r["variant"] == variant and int(r["seed"]) == seed}
+                  if r["experiment"] == experiment and r["variant"] == variant and int(r["seed"]) == seed
+                  and _step_matches(r.get("train_step"), train_step)}
     if config_hash is not None and hashes - {config_hash}:
-        raise ValueError(f"{path} already holds {experiment}/{variant}/seed {seed} from another configuration "
+        raise ValueError(f"{path} already holds {experiment}/{variant}/seed {seed}"
+                         f"{'' if train_step is None else f'/step {train_step}'} from another configuration "
                          f"({sorted(hashes)}, now {config_hash}): use a new output directory")
     return bool(hashes)
 
 
-def cell_values(path: str | Path, *, experiment: str, variant: str, seed: int) -> dict[str, float]:
-    """metric -> value of one recorded (experiment, variant, seed) cell ({} when it is not there)."""
+def cell_values(path: str | Path, *, experiment: str, variant: str, seed: int,
+                train_step: int | None = None) -> dict[str, float]:
+    """metric -> value of one recorded (experiment, variant, seed, train_step) cell ({} when it is not there)."""
     path = Path(path)
     if not path.exists():
         return {}
     with path.open() as f:
         return {r["metric"]: float(r["value"]) for r in csv.DictReader(f)
-                if r["experiment"] == experiment and r["variant"] == variant and int(r["seed"]) == seed}
+                if r["experiment"] == experiment and r["variant"] == variant and int(r["seed"]) == seed
+                and _step_matches(r.get("train_step"), train_step)}

@@ -37,6 +37,12 @@ Variants that name the same model and sampling options (``target=residual/vlb=0`
 ``reverse=mixture/balance=none``, ``final=<the recipe's>/S=T``, ``schedule=linear``) are evaluated once
 per run and recorded under each name: they are the same samples. Priors live under
 ``<out>/priors/ablation-<model>-binary-c<bits>-seed<k>/``.
+
+Seeds and learning curves: the ``target=…/vlb=…`` cells (the target × λ grid) are trained for every
+seed of ``preset.seeds`` (on the one shared autoencoder) and evaluated at every learning-curve step
+(``train_step``; ``preset.samples_at(step)`` samples before the last, with ``train_flops`` and
+``train_seconds``). The other cells (reverse, balance, final step, schedule) keep one seed, the
+first of ``preset.seeds``, evaluated at the full budget only (their tables' ``seeds`` column says 1).
 """
 
 from __future__ import annotations
@@ -45,8 +51,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from discrete_priors import pipeline
-from experiments.common import (Preset, ensure_prior, ensure_samplers_prior, pending, record, scoring_for,
-                                shared_binary_latents)
+from experiments.common import (Preset, bootstrap_values, curve_point, curve_subset_values, done, ensure_prior,
+                                ensure_samplers_prior, record, scoring_for, shared_binary_latents)
 
 TARGETS = ("direct", "x0", "residual")
 VLB_WEIGHTS = {"smoke": (0.0, 0.1)}
@@ -103,6 +109,11 @@ def cells(preset: Preset) -> list[Cell]:
     return rows
 
 
+def curve_cell(cell: Cell) -> bool:
+    """Whether ``cell`` is of the target × λ grid (every seed, every learning-curve step)."""
+    return cell.variant.startswith("target=")
+
+
 def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = None) -> None:
     out = Path(out)
     scoring = scoring_for(preset, out, data_dir=data_dir)
@@ -111,17 +122,21 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
     # the recipe's last step spelled out, so that final=<it>/S=T and the cells sampled with the
     # model's own options share one evaluation (the same samples)
     recipe_final = {k: v for k, v in preset.prior_recipes["bernoulli"].kwargs.items() if k == "final_step"}
+    last = preset.prior_steps
 
     for seed in preset.seeds:
-        todo = pending(out, preset=preset, experiment="ablation", variants=[c.variant for c in cells(preset)], seed=seed)
+        wanted = [(c, k) for c in cells(preset) if curve_cell(c) or seed == preset.seeds[0]
+                  for k in (preset.curve_steps() if curve_cell(c) else [last])]
+        todo = [(c, k) for c, k in wanted
+                if not done(out, preset=preset, experiment="ablation", variant=c.variant, seed=seed, train_step=k)]
         if not todo:
             continue
-        binary = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
+        binary = shared_binary_latents(preset, out, data_dir=data_dir)
         ae = pipeline.load_autoencoder(binary.ae_dir)
-        evaluated: dict[tuple, dict] = {}  # (model, sampling options) -> metrics: identical samples, computed once
-        for cell in (c for c in cells(preset) if c.variant in todo):
+        evaluated: dict[tuple, dict] = {}  # (model, step, sampling options) -> metrics: identical samples, computed once
+        for cell, step in sorted(todo, key=lambda ck: ck[1]):
             options = {"steps": timesteps} | recipe_final | cell.sample_kwargs
-            key = (cell.model, tuple(sorted(options.items())))
+            key = (cell.model, step, tuple(sorted(options.items())))
             if key not in evaluated:
                 if cell.model == BASELINE:  # the samplers runner's Bernoulli prior (same training recipe)
                     prior_dir = ensure_samplers_prior(preset, out, latents=binary, prior="bernoulli", seed=seed)
@@ -129,10 +144,14 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
                     prior_dir = ensure_prior(preset, out, latents=binary.latents, prior="bernoulli",
                                              variant=f"ablation-{cell.model}-{binary.name}", seed=seed,
                                              extra_kwargs=kwargs_of[cell.model])
-                prior = pipeline.load_prior(prior_dir)
-                samples = pipeline.sample_images(ae, prior, preset.num_samples, seed=seed, progress=progress,
-                                                 temperature=1.0, **options)
-                quality = scoring.scorer(samples.images)
-                evaluated[key] = {k: quality[k] for k in METRICS}
+                point = curve_point(preset, prior_dir, step, latents=binary.latents)
+                samples = pipeline.sample_images(ae, point.load(), preset.samples_at(step), seed=seed,
+                                                 progress=progress, temperature=1.0, **options)
+                quality = scoring.scorer(samples.images, memorisation=False)
+                evaluated[key] = ({k: quality[k] for k in METRICS} | point.values()
+                                  | bootstrap_values(preset, scoring.scorer, samples.images, seed=seed))
+                if curve_cell(cell):
+                    evaluated[key] |= curve_subset_values(preset, scoring.scorer, samples.images, step=step, seed=seed)
             record(out, experiment="ablation", variant=cell.variant, seed=seed, values=evaluated[key],
-                   extractor=scoring.extractor.name, num_samples=preset.num_samples, preset=preset)
+                   extractor=scoring.extractor.name, num_samples=preset.samples_at(step), preset=preset,
+                   train_step=step)

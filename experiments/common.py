@@ -4,20 +4,28 @@ Layout of an experiment directory (``--out``)::
 
     <out>/ae/<latent-name>-seed<k>/        autoencoder runs (shared by every runner)
     <out>/latents/<latent-name>-seed<k>/   latent caches
-    <out>/priors/<prior-variant>-seed<k>/  prior runs
+    <out>/priors/<prior-variant>-seed<k>/  prior runs (training seed k); curve/step_<n>/: the EMA
+                                           weights at each learning-curve step n
     <out>/classifier/                      the feature extractor's cached classifier
     <out>/results.csv                      tidy rows of every runner (analysis/ reads only this)
 
 Every stage is resumable: the trainer resumes from its last checkpoint, a finished run is not
-retrained, and a (experiment, variant, seed) cell already in results.csv is skipped.
+retrained, and a (experiment, variant, seed, train_step) cell already in results.csv is skipped.
+
+Seeds: the autoencoders and latent caches are trained once, at :data:`AE_SEED` (data seed 0); each
+seed of ``preset.seeds`` trains its own priors on them (the prior seed and the autoencoder seed are
+separate, so the spread over seeds is the priors' alone). The reconstruction runner, whose rows are
+the autoencoders, is the exception: it trains one autoencoder per seed.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
+import os
 import re
-
+import shutil
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -28,7 +36,9 @@ import torch
 
 from discrete_priors import evaluate, metrics, pipeline
 from discrete_priors.data import load_dataset, load_latent_cache
-from discrete_priors.io import config_hash, read_json
+from discrete_priors.io import config_hash, read_json, write_json
+from discrete_priors.metrics.speed import count_flops
+from discrete_priors.training import checkpoint as ckpt
 from discrete_priors.results import append_csv, append_rows, cell_values, has_cell, machine, make_rows
 
 
@@ -170,6 +180,44 @@ class Preset:
     continuous: ContinuousBaseline | None = field(default_factory=ContinuousBaseline)
     # each prior's learning rate from a short sweep (None: every prior at prior_lr)
     lr_sweep: LrSweep | None = field(default_factory=LrSweep)
+    # learning curves: the fractions of prior_steps at which each prior of the samplers, steps and
+    # target x λ runners is evaluated from its EMA weights (the last must be 1: the full budget), and
+    # the samples drawn at the points before the last (None: num_samples, so every point of a curve
+    # has the same sample-set bias; the last point always draws num_samples)
+    curve_fractions: tuple[float, ...] = (1 / 8, 1 / 4, 1 / 2, 1)
+    curve_samples: int | None = None
+    # the held-out codes of the NLL at the points before the last (None: nll_codes); the last point
+    # records the NLL on those codes too, as nll_<unit>@curve
+    curve_nll_codes: int | None = None
+    # the standard Inception FID beside the classifier FD, at the final point of the samplers rows and
+    # of the steps rows at S = 16 and the largest S (when the extractor is installed)
+    inception_fid: bool = True
+    # its cost on a CPU (~5.5 images/s on one core of this machine at 299x299): FID of the first
+    # fid_samples samples against the first fid_reference test images (None: all of them)
+    fid_samples: int | None = None
+    fid_reference: int | None = None
+    # the sample-set noise of fd / precision / recall at every learning-curve point: a bootstrap over
+    # the samples (metrics/bootstrap.py) with this many resamples, recorded as <metric>_bootstrap_std
+    # (the one-seed uncertainty of analysis/verdicts.py); 0: none
+    bootstrap_resamples: int = 20
+
+    def __post_init__(self):
+        fractions = tuple(self.curve_fractions)
+        if not fractions or fractions[-1] != 1 or any(not 0 < f <= 1 for f in fractions) \
+                or list(fractions) != sorted(set(fractions)):
+            raise ValueError(f"curve_fractions must increase within (0, 1] and end at 1 (the full budget), got {fractions}")
+        if self.curve_samples is not None and self.curve_samples < 1:
+            raise ValueError(f"curve_samples must be None (num_samples) or >= 1, got {self.curve_samples}")
+
+    def curve_steps(self) -> list[int]:
+        """The training steps of the learning-curve points, ascending, the last = ``prior_steps``."""
+        return sorted({max(1, round(f * self.prior_steps)) for f in self.curve_fractions})
+
+    def samples_at(self, step: int) -> int:
+        """Samples drawn at a learning-curve point (``num_samples`` at the full budget)."""
+        if step >= self.prior_steps or self.curve_samples is None:
+            return self.num_samples
+        return min(self.curve_samples, self.num_samples)
 
     def hash(self) -> str:
         """The config hash every trained-model cell is recorded under. ``scaling`` is left out:
@@ -177,6 +225,13 @@ class Preset:
         of the records made before it existed stay valid (tests pin them)."""
         config = asdict(self)
         del config["scaling"], config["continuous"]
+        # left out: which steps are evaluated and how many samples they draw change which rows there
+        # are (each carries its train_step and num_samples), not how any prior is trained (exact
+        # resume: stopping at a curve step and continuing is bit-identical to one run); Inception FID
+        # and the bootstrap std are columns of their own
+        for key in ("curve_fractions", "curve_samples", "curve_nll_codes", "inception_fid", "fid_samples", "fid_reference",
+                    "bootstrap_resamples"):
+            del config[key]
         if config["lr_sweep"] is None:  # the records made before the sweep existed (one lr) keep their hash
             del config["lr_sweep"]
         return config_hash(config)
@@ -206,7 +261,8 @@ class Preset:
 
 PRESETS = {
     "smoke": Preset(name="smoke", ae_preset="tiny", ae_steps=60, ae_batch=32, net="tiny", prior_steps=60,
-                    prior_batch=32, num_samples=64,
+                    prior_batch=32, num_samples=64, curve_fractions=(1 / 2, 1),
+                    inception_fid=False,  # Inception at 299x299 on a CPU: minutes; tests run it on its own
                     prior_recipes={
                         "bernoulli": PriorRecipe({"parameterization": "residual", "timesteps": 32, "default_steps": 8,
                                                   "final_step": "sample"}),
@@ -219,7 +275,13 @@ PRESETS = {
     # Fashion-MNIST at 16x16 (4x4 positions x 32 bits): the 28x28 grid has 49 positions, which makes
     # each prior step ~3x dearer (0.29 vs 0.10 s at batch 128 on 2 cores) and the 16 prior trainings of
     # all runners together would not fit 90 minutes. Budget: 1,500 steps per autoencoder and prior.
-    "cpu": Preset(name="cpu", dataset="fashion-mnist", ae_steps=1500, prior_steps=1500, nll_codes=2000),
+    # Inception FID on 500 samples against 1,000 test images: 16 sample sets + the reference take
+    # ~27 min on one core here (all 1,000 against all 10,000 would take ~80 min)
+    # Learning-curve points before the last draw 500 samples (the last: 1,000, and its first 500 are
+    # scored again as <metric>@curve) and measure the NLL on 500 of the 2,000 held-out codes: the
+    # NLL of the diffusions (T network passes per code) would otherwise cost most of the curves' time.
+    "cpu": Preset(name="cpu", dataset="fashion-mnist", ae_steps=1500, prior_steps=1500, nll_codes=2000,
+                  fid_samples=500, fid_reference=1000, curve_samples=500, curve_nll_codes=500),
     "paper": Preset(name="paper", dataset="image-folder", size=256, ae_preset="paper", ae_steps=400_000, ae_batch=32,
                     ae_lr=1e-4, bits=32, net="paper", prior_steps=500_000, prior_batch=256, prior_lr=1e-4,
                     num_samples=50_000, lr_sweep=None),  # a sweep at a third of 500k steps x 3 is not affordable
@@ -276,14 +338,18 @@ class SharedLatents(NamedTuple):
     latents: Path
 
 
-def shared_latents(preset: Preset, out: Path, *, name: str, seed: int, data_dir=None) -> SharedLatents:
+AE_SEED = 0  # the seed of the autoencoders and latent caches every seed's priors share
+
+
+def shared_latents(preset: Preset, out: Path, *, name: str, seed: int = AE_SEED, data_dir=None) -> SharedLatents:
     """An autoencoder (shared with the reconstruction runner by ``name``) and its latent cache,
-    each trained / written once per experiment directory."""
+    each trained / written once per experiment directory; ``seed``: the autoencoder's (the prior
+    comparisons keep :data:`AE_SEED` whatever their prior seeds)."""
     ae_dir = ensure_autoencoder(preset, out, latent=pipeline.latent_config(name), name=name, seed=seed, data_dir=data_dir)
     return SharedLatents(name, ae_dir, ensure_latents(preset, out, ae_dir=ae_dir, name=name, seed=seed, data_dir=data_dir))
 
 
-def continuous_latents(preset: Preset, out: Path, *, kl: bool, seed: int, data_dir=None) -> SharedLatents:
+def continuous_latents(preset: Preset, out: Path, *, kl: bool, seed: int = AE_SEED, data_dir=None) -> SharedLatents:
     """The plain (``kl=False``) or KL-regularised continuous autoencoder of ``preset.continuous``
     and its latent cache, trained / written once per experiment directory."""
     name, latent = list(preset.continuous.latents().items())[int(kl)]
@@ -299,8 +365,8 @@ def ensure_gaussian_prior(preset: Preset, out: Path, *, latents: SharedLatents, 
                         variant=f"gaussian{'-cond' * class_conditional}-{latents.name}", class_conditional=class_conditional)
 
 
-def shared_binary_latents(preset: Preset, out: Path, *, seed: int, data_dir=None) -> SharedLatents:
-    """The one binary autoencoder and latent cache the prior comparisons share."""
+def shared_binary_latents(preset: Preset, out: Path, *, seed: int = AE_SEED, data_dir=None) -> SharedLatents:
+    """The one binary autoencoder and latent cache the prior comparisons share (every prior seed's)."""
     return shared_latents(preset, out, name=binary_name(preset), seed=seed, data_dir=data_dir)
 
 
@@ -313,16 +379,95 @@ def ensure_prior(preset: Preset, out: Path, *, latents: Path, prior: str, varian
                  extra_kwargs: dict | None = None, class_conditional: bool = False) -> Path:
     """``prior`` (its recipe, ``extra_kwargs`` on top) trained on ``latents`` at its tuned learning
     rate (:func:`tuned_lr`: the recipe's sweep on these latents; ablation variants and class-conditional
-    priors use the rate of their base recipe)."""
+    priors use the rate of their base recipe), with training seed ``seed``. It is trained in segments
+    ending at each of ``preset.curve_steps()`` (same schedule as one run: exact resume) and the EMA
+    weights at each end are kept (:func:`curve_snapshot`, read back by :func:`curve_point`), whichever
+    runner trains it first."""
     run = out / "priors" / f"{variant.replace('/', '_')}-seed{seed}"
-    lr = tuned_lr(preset, out, prior=prior, latents=latents, seed=seed)
-    _train_recipe(preset, run, latents=latents, prior=prior, lr=lr, steps=preset.prior_steps, seed=seed,
-                  extra_kwargs=extra_kwargs, class_conditional=class_conditional)
+    lr = tuned_lr(preset, out, prior=prior, latents=latents)
+    for step in preset.curve_steps():
+        _train_recipe(preset, run, latents=latents, prior=prior, lr=lr, steps=preset.prior_steps, seed=seed,
+                      extra_kwargs=extra_kwargs, class_conditional=class_conditional, until=step)
+        _snapshot(run, step)
     return run
 
 
+def curve_snapshot(run: Path, step: int) -> Path:
+    """Where the EMA weights of ``run`` at learning-curve step ``step`` are kept."""
+    return Path(run) / "curve" / ckpt.step_dir_name(step)
+
+
+def _snapshot(run: Path, step: int) -> None:
+    """Copy the weights, config and trainer state of ``run``'s checkpoint at ``step`` (pruned later
+    by the trainer, which keeps its newest 3) to :func:`curve_snapshot`, once; nothing when the run
+    has no checkpoint there (trained past it before curves were kept)."""
+    target = curve_snapshot(run, step)
+    source = Path(run) / "checkpoints" / ckpt.step_dir_name(step)
+    if target.is_dir() or not source.is_dir():
+        return
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in ("ema.safetensors", "model.safetensors", "model_config.json", "trainer_state.json"):
+        if (source / name).exists() and (name != "model.safetensors" or not (source / "ema.safetensors").exists()):
+            shutil.copy2(source / name, tmp / name)
+    os.replace(tmp, target)
+
+
+class CurvePoint(NamedTuple):
+    """A prior's EMA weights at one learning-curve step: ``weights`` (load with
+    ``pipeline.load_prior(run, checkpoint=weights)``) and the training compute up to there."""
+
+    step: int
+    run: Path
+    weights: Path
+    train_seconds: float
+    train_flops: float
+
+    def load(self):
+        return pipeline.load_prior(self.run, checkpoint=self.weights)
+
+    def values(self) -> dict:
+        return {"train_flops": self.train_flops, "train_seconds": self.train_seconds}
+
+
+def curve_point(preset: Preset, run: Path, step: int, *, latents: Path) -> CurvePoint:
+    """The learning-curve point of a trained ``run`` (see :func:`ensure_prior`) at ``step``."""
+    weights = curve_snapshot(run, step)
+    if not weights.is_dir():
+        raise FileNotFoundError(f"{run} has no weights at learning-curve step {step} ({weights}): it was trained past "
+                                f"that step before learning curves were kept. Delete {run} to retrain it, or use a new --out")
+    state = read_json(weights / "trainer_state.json")
+    return CurvePoint(step, Path(run), weights, float(state.get("train_seconds", math.nan)),
+                      flops_per_step(run, latents=latents) * step)
+
+
+def flops_per_step(run: Path, *, latents: Path) -> float:
+    """Network FLOPs of one training step of ``run``'s prior (forward and backward of its loss on one
+    batch of its latent cache, :func:`~discrete_priors.metrics.speed.count_flops`), counted once and
+    kept in ``<run>/flops.json``."""
+    record_path = Path(run) / "flops.json"
+    if record_path.exists():
+        return float(read_json(record_path)["flops_per_step"])
+    state = read_json(pipeline.latest_checkpoint(run) / "trainer_state.json")
+    batch_size, info = int(state["config"]["batch_size"]), read_json(Path(run) / "prior.json")
+    prior = pipeline.load_prior(run, ema=False, device="cpu").train()
+    cache = load_latent_cache(Path(latents) / "train.safetensors")
+    source = cache.batches(resample=bool(info.get("resample")), labels=prior.num_classes is not None
+                           and bool(prior.num_classes))
+    batch = source(torch.arange(min(batch_size, len(cache))), torch.Generator().manual_seed(0))
+
+    def step():
+        prior(*batch, generator=torch.Generator().manual_seed(0)).loss.backward()
+
+    flops = count_flops(step, prior)
+    write_json(record_path, {"flops_per_step": flops, "batch_size": batch_size,
+                             "method": "FlopCounterMode, one training batch, forward + backward"})
+    return flops
+
+
 def _train_recipe(preset: Preset, run: Path, *, latents: Path, prior: str, lr: float, steps: int, seed: int,
-                  extra_kwargs: dict | None = None, class_conditional: bool = False) -> None:
+                  extra_kwargs: dict | None = None, class_conditional: bool = False, until: int | None = None) -> None:
     recipe = preset.recipe(prior)
     kwargs = {"preset": preset.net} | recipe.kwargs | (extra_kwargs or {})
     # resampling draws binary codes from the encoder's Bernoulli probabilities; VQ and FSQ tokens and
@@ -330,7 +475,7 @@ def _train_recipe(preset: Preset, run: Path, *, latents: Path, prior: str, lr: f
     resample = recipe.resample and load_latent_cache(latents / "test.safetensors").can_resample
     pipeline.train_prior(out=run, latents_dir=latents, prior=prior, prior_kwargs=kwargs,
                          train_config=pipeline.train_config(steps=steps, batch_size=preset.prior_batch, lr=lr, seed=seed),
-                         resample=resample, class_conditional=class_conditional)
+                         resample=resample, class_conditional=class_conditional, until=until)
 
 
 def sweep_variant(prior: str, latents: Path, lr: float) -> str:
@@ -338,10 +483,15 @@ def sweep_variant(prior: str, latents: Path, lr: float) -> str:
     return f"{prior}/latents={Path(latents).name}/lr={lr:g}"
 
 
-def tuned_lr(preset: Preset, out: Path, *, prior: str, latents: Path, seed: int) -> float:
+SWEEP_SEED = 0  # the lr sweep's training seed: one sweep per (prior, latents) serves every prior seed
+
+
+def tuned_lr(preset: Preset, out: Path, *, prior: str, latents: Path) -> float:
     """The learning rate ``prior`` is trained at on ``latents`` (see :class:`LrSweep`): ``preset.prior_lr``
-    without a sweep; else each rate's short run is trained once (``<out>/priors/lr-sweep/``) and its
+    without a sweep; else each rate's short run is trained once (``<out>/priors/lr-sweep/``, at
+    :data:`SWEEP_SEED`: the rate is part of the recipe, the same for every prior seed) and its
     tail training loss recorded, and the lowest-loss rate returned (ties: the smaller rate)."""
+    seed = SWEEP_SEED
     sweep = preset.lr_sweep
     if sweep is None:
         return preset.prior_lr
@@ -379,9 +529,9 @@ def comparison_prior(preset: Preset, out: Path, *, prior: str, seed: int, data_d
     it (steps, efficiency): ``gaussian`` on the plain continuous latents, the others on the shared
     binary latents."""
     if prior == "gaussian":
-        latents = continuous_latents(preset, out, kl=False, seed=seed, data_dir=data_dir)
+        latents = continuous_latents(preset, out, kl=False, data_dir=data_dir)
         return latents, ensure_gaussian_prior(preset, out, latents=latents, seed=seed)
-    latents = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
+    latents = shared_binary_latents(preset, out, data_dir=data_dir)
     return latents, ensure_samplers_prior(preset, out, latents=latents, prior=prior, seed=seed)
 
 
@@ -421,6 +571,80 @@ class Scoring:
     def scorer(self) -> evaluate.SampleScorer:
         return evaluate.SampleScorer(self.extractor, reference=self.test, train=self.train)
 
+    @functools.cached_property
+    def fid(self) -> evaluate.FrechetScorer | None:
+        """The Inception FID scorer against the test split (reference statistics kept in
+        ``<out>/inception/``, so each runner computes them once), or None — with a warning naming
+        the fix — when the preset asks for none or the extractor is not installed."""
+        from discrete_priors.io import load_tensors, save_tensors
+        from discrete_priors.metrics.inception import FEATURE_SPACE, INSTALL_HINT
+
+        if not self._preset.inception_fid:
+            return None
+        try:
+            extractor = metrics.get_extractor(FEATURE_SPACE)
+        except (FileNotFoundError, ValueError) as err:
+            warn_fallback(f"Inception FID skipped (no `fid` column): {err}. Install it with {INSTALL_HINT}")
+            return None
+        reference = self.test[:self._preset.fid_reference]
+        scorer = evaluate.FrechetScorer(extractor, reference=reference)
+        path = self._out / "inception" / f"{self._preset.dataset}-{self._preset.size}-test{len(reference)}-stats.safetensors"
+        if path.exists():
+            stats = load_tensors(path)
+            scorer.reference_stats = metrics.FeatureStats(stats["mu"].numpy(), stats["sigma"].numpy(), int(stats["n"]))
+        else:
+            st = scorer.reference_stats
+            save_tensors(path, {"mu": torch.from_numpy(st.mu), "sigma": torch.from_numpy(st.sigma),
+                                "n": torch.tensor(st.n)}, metadata={"extractor": scorer.name})
+        return scorer
+
+
+BOOTSTRAP_METRICS = ("fd", "precision", "recall")
+
+
+def bootstrap_values(preset: Preset, scorer: evaluate.SampleScorer, images: torch.Tensor, *, seed: int) -> dict:
+    """``<metric>_bootstrap_std`` of :data:`BOOTSTRAP_METRICS` for ``images`` against the scorer's
+    reference: the spread over ``preset.bootstrap_resamples`` resamples of the sample set (seeded by
+    ``seed``); {} when the preset asks for none."""
+    if preset.bootstrap_resamples < 2:
+        return {}
+    from discrete_priors.metrics.bootstrap import bootstrap_quality
+
+    out = bootstrap_quality(scorer.reference_features, scorer.extractor.features(images), metrics=BOOTSTRAP_METRICS,
+                            resamples=preset.bootstrap_resamples, seed=seed, fd_method="eigh")
+    return {f"{metric}_bootstrap_std": estimate.std for metric, estimate in out.items()}
+
+
+CURVE_SUFFIX = "@curve"  # a final point's metric on the first curve_samples samples (analysis/curves.py)
+
+
+def curve_subset_values(preset: Preset, scorer: evaluate.SampleScorer, images: torch.Tensor, *, step: int,
+                        seed: int) -> dict:
+    """At the last point of a curve whose earlier points draw fewer samples (``curve_samples``):
+    fd / precision / recall (and their bootstrap std) of its first ``curve_samples`` samples, as
+    ``<metric>@curve``, so the curve compares its points at one sample count (FD's bias depends on
+    it); {} otherwise."""
+    n = preset.samples_at(min(preset.curve_steps()))
+    if step != preset.prior_steps or n >= len(images):
+        return {}
+    subset = images[:n]
+    quality = scorer.quality(subset)
+    out = {f"{m}{CURVE_SUFFIX}": quality[m] for m in BOOTSTRAP_METRICS}
+    boot = bootstrap_values(preset, scorer, subset, seed=seed)
+    return out | {f"{m}{CURVE_SUFFIX}_bootstrap_std": boot[f"{m}_bootstrap_std"] for m in BOOTSTRAP_METRICS if boot}
+
+
+def fid_rows(scoring: Scoring, images: torch.Tensor, *, preset: Preset, experiment: str, variant: str, seed: int,
+             train_step: int | None = None) -> list[dict]:
+    """The ``fid`` row of ``images`` (Inception feature space, its extractor named in the row) of one
+    cell, for :func:`record`'s ``extra_rows``; no row when FID is off or not installed."""
+    if scoring.fid is None:
+        return []
+    images = images[:preset.fid_samples]
+    return make_rows(experiment=experiment, variant=variant, seed=seed, metrics=scoring.fid(images),
+                     extractor=scoring.fid.name, num_samples=len(images), config_hash=cell_hash(preset, variant),
+                     train_step=train_step)
+
 
 def scoring_for(preset: Preset, out: Path, *, data_dir=None) -> Scoring:
     """The runner preamble: :func:`extractor_for` and the preset's train and test images, lazily."""
@@ -435,23 +659,34 @@ def cell_hash(preset: Preset, variant: str) -> str:
 
 
 def record(out: Path, *, experiment: str, variant: str, seed: int, values: dict, extractor: str, num_samples: int,
-           preset: Preset) -> None:
-    append_rows(out / "results.csv", make_rows(experiment=experiment, variant=variant, seed=seed, metrics=values,
-                                               extractor=extractor, num_samples=num_samples,
-                                               config_hash=cell_hash(preset, variant)))
+           preset: Preset, train_step: int | None = None, extra_rows=()) -> None:
+    """Append one cell's rows (and ``extra_rows``, e.g. its :func:`fid_rows`) in one atomic write,
+    so a cell is either whole or absent."""
+    rows = make_rows(experiment=experiment, variant=variant, seed=seed, metrics=values, extractor=extractor,
+                     num_samples=num_samples, config_hash=cell_hash(preset, variant), train_step=train_step)
+    append_rows(out / "results.csv", rows + list(extra_rows))
 
 
-def done(out: Path, *, preset: Preset, experiment: str, variant: str, seed: int) -> bool:
-    """Whether the cell is already recorded; a cell recorded under another preset config raises."""
+def done(out: Path, *, preset: Preset, experiment: str, variant: str, seed: int, train_step: int | None = None) -> bool:
+    """Whether the cell (at learning-curve step ``train_step``; None: a row not from a curve) is
+    already recorded; a cell recorded under another preset config raises."""
     return has_cell(out / "results.csv", experiment=experiment, variant=variant, seed=seed,
-                    config_hash=cell_hash(preset, variant))
+                    config_hash=cell_hash(preset, variant), train_step=train_step)
 
 
-def pending(out: Path, *, preset: Preset, experiment: str, variants, seed: int) -> list[str]:
-    """The ``variants`` not yet recorded for ``seed``. A runner asks before it trains or loads
-    anything, so a rerun over a finished results.csv — even one whose models were deleted —
-    trains nothing."""
-    return [v for v in variants if not done(out, preset=preset, experiment=experiment, variant=v, seed=seed)]
+def pending(out: Path, *, preset: Preset, experiment: str, variants, seed: int, train_step: int | None = None) -> list[str]:
+    """The ``variants`` not yet recorded for ``seed`` (at ``train_step``). A runner asks before it
+    trains or loads anything, so a rerun over a finished results.csv — even one whose models were
+    deleted — trains nothing."""
+    return [v for v in variants
+            if not done(out, preset=preset, experiment=experiment, variant=v, seed=seed, train_step=train_step)]
+
+
+def pending_steps(out: Path, *, preset: Preset, experiment: str, variant: str, seed: int, steps=None) -> list[int]:
+    """The learning-curve steps (default: all of ``preset.curve_steps()``) of one variant and seed not yet recorded."""
+    steps = preset.curve_steps() if steps is None else steps
+    return [k for k in steps if not done(out, preset=preset, experiment=experiment, variant=variant, seed=seed,
+                                         train_step=k)]
 
 
 TIMING_COLUMNS = ("runner", "preset", "config_hash", "seconds", "machine", "timestamp")
@@ -469,7 +704,8 @@ def warn_fallback(message: str) -> None:
     warnings.warn(message, stacklevel=2)
 
 
-__all__ = ["PRESETS", "ContinuousBaseline", "LrSweep", "Preset", "PriorRecipe", "ScalingGrid", "ScalingNet", "Scoring", "binary_name",
+__all__ = ["AE_SEED", "CurvePoint", "PRESETS", "SWEEP_SEED", "ContinuousBaseline", "curve_point", "curve_snapshot",
+           "CURVE_SUFFIX", "bootstrap_values", "curve_subset_values", "fid_rows", "flops_per_step", "pending_steps", "LrSweep", "Preset", "PriorRecipe", "ScalingGrid", "ScalingNet", "Scoring", "binary_name",
            "cell_hash", "comparison_prior", "continuous_latents", "done", "ensure_autoencoder", "ensure_gaussian_prior", "ensure_latents", "ensure_prior",
            "ensure_samplers_prior", "extractor_for", "get_preset", "log_timing", "sweep_variant", "tuned_lr", "pending", "read_json", "record",
            "scoring_for", "shared_binary_latents", "shared_latents", "warn_fallback", "with_available_data"]

@@ -91,7 +91,7 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
         trained = (out / "ae" / f"{binary_name(preset)}-seed{seed}" / "checkpoints").is_dir()
         if not trained and not pending(out, preset=preset, experiment="figures", variants=variants, seed=seed):
             continue  # every number recorded, and no autoencoder to redraw the grids with: train nothing
-        binary = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
+        binary = shared_binary_latents(preset, out, data_dir=data_dir)
         ae = pipeline.load_autoencoder(binary.ae_dir)
         test_cache = load_latent_cache(binary.latents / "test.safetensors")
 
@@ -132,7 +132,7 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
         cells = [f"class-conditional/prior=gaussian/w={w:g}" for w in GUIDANCE] * with_gaussian
         if cells and test_cache.labels is not None and not all(done(out, preset=preset, experiment="figures", variant=c, seed=seed)
                                                      for c in cells):
-            continuous = continuous_latents(preset, out, kl=False, seed=seed, data_dir=data_dir)
+            continuous = continuous_latents(preset, out, kl=False, data_dir=data_dir)
             prior = pipeline.load_prior(ensure_gaussian_prior(preset, out, latents=continuous, seed=seed,
                                                               class_conditional=True))
             continuous_ae, blocks = pipeline.load_autoencoder(continuous.ae_dir), []
@@ -163,7 +163,7 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
                 if not done(out, preset=preset, experiment="figures", variant=cell, seed=seed):
                     score(cell, seed, samples.images)
             if with_gaussian:  # the continuous-latent reference, on the same test images' continuous codes
-                continuous = continuous or continuous_latents(preset, out, kl=False, seed=seed, data_dir=data_dir)
+                continuous = continuous or continuous_latents(preset, out, kl=False, data_dir=data_dir)
                 known = load_latent_cache(continuous.latents / "test.safetensors").codes[:n]
                 prior = pipeline.load_prior(ensure_gaussian_prior(preset, out, latents=continuous, seed=seed))
                 continuous_ae = pipeline.load_autoencoder(continuous.ae_dir)

@@ -206,10 +206,7 @@ def train_part(name: str, model, data: torch.Tensor, *, batch: int, steps: int, 
                device: torch.device, precision: str, out: Path, deadline: float, peak: float | None,
                hook=None) -> tuple[dict, object]:
     """Train ``model`` ``steps`` steps (fewer when ``deadline`` passes); returns (row, trainer)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from discrete_priors.nets.denoiser import plain_attention
-
+    from discrete_priors.metrics.speed import count_flops
     from discrete_priors.training import TrainConfig, Trainer
 
     config = TrainConfig(steps=steps, batch_size=batch, lr=1e-4, warmup_steps=0, ema_decay=0.999, amp=trainer_amp(device, precision),
@@ -217,13 +214,13 @@ def train_part(name: str, model, data: torch.Tensor, *, batch: int, steps: int, 
     _reset_peak(device)
     trainer = Trainer(model, (data,), config, out / name, hook=hook, progress=False)
     trainer.train_model.train()
-    counter = FlopCounterMode(display=False)
-    # FlopCounterMode counts CUDA's fused attention kernels but not PyTorch's CPU SDPA kernel: on a
-    # CPU the counted step runs the (equal, within 1e-6) plain attention path, so attention is counted
-    counting = plain_attention(model) if device.type == "cpu" else contextlib.nullcontext()
-    with counting, counter:  # the first step, counted (also the warm-up)
-        first = trainer.train_step(0)
-    flops = float(counter.get_total_flops())
+    first = {}
+
+    def step():
+        first.update(trainer.train_step(0))
+
+    # the first step, counted (also the warm-up); on a CPU attention runs the plain path so it is counted
+    flops = count_flops(step, model if device.type == "cpu" else None)
     loss_first = float(first["loss"])
     warmup = min(2, max(steps - 2, 0))
     for step in range(1, 1 + warmup):

@@ -20,6 +20,18 @@ autoencoder of the same backbone. Their NLL is the float16-discretised VLB in bi
 *dimension* (column ``nll_bits_per_dim``, not comparable with bits per bit); ``latent_dim`` d and
 ``bits_per_image`` (N·d·16, float16 storage) state the size of their codes. These rows carry the
 continuous baseline's config hash (:meth:`Preset.continuous_hash`).
+
+Learning curves and seeds: every prior is trained once per seed of ``preset.seeds`` (all on the one
+autoencoder and latent cache of :data:`~experiments.common.AE_SEED`) and evaluated from its EMA
+weights at each step of ``preset.curve_steps()`` (fractions ``curve_fractions`` of its budget):
+rows with ``train_step`` = that step, FD / precision / recall / density / coverage (with the
+bootstrap std over the sample set of the first three, ``<metric>_bootstrap_std``), the NLL, and
+``train_flops`` (network FLOPs of one training step × steps) and ``train_seconds`` (the trainer's
+wall seconds so far). The last point (``train_step`` = ``prior_steps``) is the full row above, with
+``num_samples`` samples; earlier points draw ``preset.samples_at(step)`` samples, measure the NLL on
+the first ``preset.curve_nll_codes`` held-out codes, and skip the memorisation and speed columns. At the last point the Inception FID (metric ``fid``, extractor
+``inception-tf-2015``) is recorded beside the classifier FD when the extractor is installed,
+also for the ``real`` row (the train-vs-test floor).
 """
 
 from __future__ import annotations
@@ -29,8 +41,9 @@ from typing import NamedTuple
 
 from discrete_priors import evaluate, pipeline
 from discrete_priors.data import load_latent_cache
-from experiments.common import (Preset, SharedLatents, continuous_latents, done, ensure_gaussian_prior,
-                                ensure_samplers_prior, pending, record, scoring_for, shared_binary_latents, shared_latents, tuned_lr)
+from experiments.common import (CURVE_SUFFIX, CurvePoint, Preset, SharedLatents, bootstrap_values, continuous_latents, curve_point,
+                                curve_subset_values, done, ensure_gaussian_prior, ensure_samplers_prior, fid_rows,
+                                pending_steps, record, scoring_for, shared_binary_latents, shared_latents, tuned_lr)
 
 PRIORS = ("bernoulli", "absorbing", "autoregressive")
 VQ_PRIORS = ("absorbing", "autoregressive")  # the priors that model VQ tokens (Bernoulli diffusion needs bits)
@@ -57,43 +70,81 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, vq_priors=VQ_PRIORS, contin
     out = Path(out)
     scoring = scoring_for(preset, out, data_dir=data_dir)
     rows = variants(preset, priors=priors, vq_priors=vq_priors, continuous=continuous)
+    cached: dict[str, SharedLatents] = {}
+
+    def latents_of(row: Row) -> SharedLatents:  # the shared autoencoder and cache (AE_SEED), made on first use
+        key = f"kl={row.kl}" if row.kl is not None else "vq" if row.on_vq else "binary"
+        if key not in cached:
+            cached[key] = (continuous_latents(preset, out, kl=row.kl, data_dir=data_dir) if row.kl is not None
+                           else shared_latents(preset, out, name=f"vq-K{preset.vq_codebook}", data_dir=data_dir)
+                           if row.on_vq else shared_binary_latents(preset, out, data_dir=data_dir))
+        return cached[key]
 
     for seed in preset.seeds:
         if not done(out, preset=preset, experiment="samplers", variant="real", seed=seed):
             values = scoring.scorer.real_row(preset.num_samples)
+            n = min(len(scoring.train), preset.num_samples)
             record(out, experiment="samplers", variant="real", seed=seed, values=values,
-                   extractor=scoring.extractor.name, num_samples=min(len(scoring.train), preset.num_samples),
-                   preset=preset)
-        todo = pending(out, preset=preset, experiment="samplers", variants=rows, seed=seed)
-        if not todo:
-            continue
-        if any(rows[v].kl is None for v in todo):
-            binary = shared_binary_latents(preset, out, seed=seed, data_dir=data_dir)
-        if any(rows[v].on_vq for v in todo):
-            vq = shared_latents(preset, out, name=f"vq-K{preset.vq_codebook}", seed=seed, data_dir=data_dir)
-        for variant in todo:
-            row, extra = rows[variant], {}
+                   extractor=scoring.extractor.name, num_samples=n, preset=preset,
+                   extra_rows=fid_rows(scoring, scoring.train[:n], preset=preset, experiment="samplers",
+                                       variant="real", seed=seed))
+        for variant, row in rows.items():
+            todo = pending_steps(out, preset=preset, experiment="samplers", variant=variant, seed=seed)
+            if not todo:
+                continue
+            latents, extra = latents_of(row), {}
             if row.kl is not None:
-                latents = continuous_latents(preset, out, kl=row.kl, seed=seed, data_dir=data_dir)
                 prior_dir = ensure_gaussian_prior(preset, out, latents=latents, seed=seed)
                 spec = load_latent_cache(latents.latents / "test.safetensors").spec
                 extra = {"latent_dim": spec.channels, "bits_per_image": spec.bits}
             else:
-                latents = vq if row.on_vq else binary
                 prior_dir = ensure_samplers_prior(preset, out, latents=latents, prior=row.prior, seed=seed)
-            values = evaluate_prior(preset, prior_dir, latents, scoring.scorer, seed=seed, progress=progress,
-                                    samples_dir=out / "samples" / "samplers" / f"{variant.replace('/', '_')}-seed{seed}")
-            values |= extra | {"lr": tuned_lr(preset, out, prior=row.prior, latents=latents.latents, seed=seed)}
-            record(out, experiment="samplers", variant=variant, seed=seed, values=values,
-                   extractor=scoring.extractor.name, num_samples=preset.num_samples, preset=preset)
+            lr = tuned_lr(preset, out, prior=row.prior, latents=latents.latents)
+            for step in todo:
+                point = curve_point(preset, prior_dir, step, latents=latents.latents)
+                final = step == preset.prior_steps
+                name = f"{variant.replace('/', '_')}-seed{seed}" + ("" if final else f"-step{step}")
+                scored = evaluate_prior(preset, point, latents, scoring.scorer, seed=seed, progress=progress,
+                                        samples_dir=out / "samples" / "samplers" / name, final=final)
+                images = scored.samples.images
+                values = (scored.row | bootstrap_values(preset, scoring.scorer, images, seed=seed) | extra
+                          | curve_subset_values(preset, scoring.scorer, images, step=step, seed=seed)
+                          | point.values() | {"lr": lr})
+                fid = fid_rows(scoring, scored.samples.images, preset=preset, experiment="samplers", variant=variant,
+                               seed=seed, train_step=step) if final else []
+                record(out, experiment="samplers", variant=variant, seed=seed, values=values,
+                       extractor=scoring.extractor.name, num_samples=preset.samples_at(step), preset=preset,
+                       train_step=step, extra_rows=fid)
 
 
-def evaluate_prior(preset: Preset, prior_dir: Path, latents: SharedLatents, quality: evaluate.SampleScorer, *,
-                   seed: int, progress=None, samples_dir: Path) -> dict:
-    """Every samplers metric of one trained prior; its samples are saved under ``samples_dir``."""
-    ae, prior = pipeline.load_autoencoder(latents.ae_dir), pipeline.load_prior(prior_dir)
+def evaluate_prior(preset: Preset, point: CurvePoint, latents: SharedLatents, quality: evaluate.SampleScorer, *,
+                   seed: int, progress=None, samples_dir: Path, final: bool = True) -> evaluate.ScoredPrior:
+    """Every samplers metric of one trained prior at one learning-curve point (``final``: the full
+    row; else quality and NLL only, on ``preset.samples_at(step)`` samples and the first
+    ``preset.curve_nll_codes`` held-out codes); samples saved under ``samples_dir``."""
+    ae, prior = pipeline.load_autoencoder(latents.ae_dir), point.load()
     test_codes = load_latent_cache(latents.latents / "test.safetensors").codes[:preset.nll_codes]
-    scored = evaluate.score_prior(prior, ae, quality, num_samples=preset.num_samples, seed=seed, test_codes=test_codes,
-                                  speed_repeats=2, progress=progress)
-    pipeline.save_samples(scored.samples, samples_dir, meta={"seed": seed})
-    return scored.row
+    scored = evaluate.score_prior(prior, ae, quality, num_samples=preset.samples_at(point.step), seed=seed,
+                                  speed_repeats=2, progress=progress, memorisation=final, speed=final)
+    scored.row.update(curve_nll(preset, prior, test_codes, final=final, seed=seed))
+    if final:
+        pipeline.save_samples(scored.samples, samples_dir, meta={"seed": seed, "train_step": point.step})
+    return scored
+
+
+def curve_nll(preset: Preset, prior, codes, *, final: bool, seed: int) -> dict:
+    """The NLL columns at a curve point: before the last, on the first ``curve_nll_codes`` codes;
+    at the last, on all of ``codes``, computed as the first ``curve_nll_codes`` and the rest (the
+    first part also recorded as ``nll_<unit>@curve``, what the earlier points measured) weighted
+    by their counts, so the curve costs no extra pass."""
+    head = preset.curve_nll_codes
+    if head is None or head >= len(codes):
+        return evaluate.nll_row(prior, codes, seed=seed)
+    first = evaluate.nll_row(prior, codes[:head], seed=seed)
+    if not final:
+        return first
+    rest = evaluate.nll_row(prior, codes[head:], seed=seed)
+    name = next(k for k in first if k.startswith("nll_") and k != "nll_is_exact")
+    mean = (first[name] * head + rest[name] * (len(codes) - head)) / len(codes)
+    return {name: mean, "nll_is_exact": min(first["nll_is_exact"], rest["nll_is_exact"]),
+            f"{name}{CURVE_SUFFIX}": first[name]}

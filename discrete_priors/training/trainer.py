@@ -258,6 +258,9 @@ class Trainer:
         self.hook = hook if hook is not None else TrainingHook()
         self.hook.setup(self)
         self.step = 0
+        # wall seconds spent in fit() over the whole run, carried across resumes in trainer_state.json
+        # ("train_seconds"; a learning-curve point's compute); _fit_clock: (seconds before, start)
+        self.train_seconds, self._fit_clock = 0.0, None
 
     # -- setup helpers (also used by hooks) ----------------------------------------------------------
     def _check_data(self, data):
@@ -347,8 +350,11 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _state(self) -> dict:
+        if self._fit_clock is not None:
+            before, started = self._fit_clock
+            self.train_seconds = before + time.perf_counter() - started
         return {"config": self.config.to_dict(), "world_size": self.dist.world_size,
-                "scaler": self.scaler.state_dict(), **self.hook.state_dict()}
+                "scaler": self.scaler.state_dict(), "train_seconds": self.train_seconds, **self.hook.state_dict()}
 
     def save_checkpoint(self) -> Path:
         """Rank 0 writes a checkpoint of the current step; the other ranks wait for it."""
@@ -372,6 +378,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.hook.load_state_dict(state)
         self.step = int(state["step"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))  # 0 for checkpoints from before it was kept
         log = self.out_dir / "train_log.jsonl"
         if self.dist.rank == 0 and log.exists():
             # records the killed run wrote after this checkpoint are about to be redone
@@ -424,6 +431,7 @@ class Trainer:
         bar = tqdm(total=stop, initial=self.step, desc="train", dynamic_ncols=True,
                    disable=not self.progress or self.dist.rank != 0 or not interactive)
         started, start_step = time.perf_counter(), self.step
+        self._fit_clock = (self.train_seconds, started)
         while self.step < stop:
             # the same test as the logging below, one step ahead
             record = self.train_step(self.step, log_terms=(self.step + 1) % every == 0 or self.step + 1 == stop)
@@ -444,6 +452,8 @@ class Trainer:
         bar.close()
         if last is None or last.name != ckpt.step_dir_name(self.step):
             last = self.save_checkpoint()
+        self._state()  # brings train_seconds up to date
+        self._fit_clock = None
         return FitResult(self.step, terms, last)
 
 
