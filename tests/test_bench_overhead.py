@@ -14,3 +14,6 @@ def test_overhead_benchmark_counts_the_passes_of_each_sampler(config):
     else:
         assert out["evals"] == steps
     assert out["sample_ms"] > 0 and out["bare_ms"] > 0 and out["overhead"] > -1
+    # the in-run accounting and its floor (the bare passes, same accounting); AR both boundaries
+    assert out["overhead_in_run"] > -1 and out["overhead_in_run_floor"] > -1
+    assert ("overhead_in_run_wrapper" in out) == config.startswith("autoregressive")

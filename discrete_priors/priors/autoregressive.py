@@ -169,29 +169,58 @@ class AutoregressivePrior(Prior):
         mask, known = self.check_inpaint(inpaint_mask, known_codes, n)
         known_pos = self._prefix_positions(mask)
 
-        device = self.device
+        device, binary, num_positions = self.device, self.binary, self.spec.num_positions
         if known_pos is not None:
-            known_pos, known = known_pos.to(device), known.to(device=device, dtype=torch.float32 if self.binary else torch.long)
+            known_pos = known_pos.to(device)
+            known = known.to(device=device, dtype=torch.bool if binary else torch.long)
+            if binary:
+                known_pos = known_pos[..., None]
         start = start_indices(labels, n, self.num_classes, device)
         guided = guidance != 0
         if guided:
             start = sampling.with_null_labels(start, self.num_classes)
-        codes = torch.zeros((n, *self.spec.shape), device=device, dtype=torch.float32 if self.binary else torch.long)
+        temperature = float(temperature)
+        # The loop does only the network pass and the draw per position (the sampling overhead
+        # the speed issue bounds): the output is written in place, the checks ran above, and
+        # binary codes keep their bits as bool with every position's uniforms drawn in one call.
+        # On a CPU generator those uniforms are the numbers one draw per position would give, in
+        # the same order (the samples equal the per-position reference loop's; tested); a CUDA
+        # generator's Philox stream is split differently, so its samples differ from that loop's.
+        if binary:
+            codes = torch.empty((n, *self.spec.shape), device=device, dtype=torch.bool)
+            uniforms = sampling.uniform((num_positions, n, self.spec.channels), generator, device)
+        else:
+            codes = torch.empty((n, num_positions), device=device, dtype=torch.long)
         cache = None
-        for i in self.progress_bar(range(self.spec.num_positions), "autoregressive sampling", progress):
+        for i in self.progress_bar(range(num_positions), "autoregressive sampling", progress):
             if use_cache:
-                token = None if i == 0 else self._inputs(codes[:, i - 1])
+                token = None if i == 0 else self._step_input(codes[:, i - 1])
                 if token is not None and guided:
                     token = torch.cat([token, token])
-                logits, cache = self.net.step(token, start, cache)
+                logits, cache = self.net.step(token, start, cache, check=False)
             else:
-                inputs = self._inputs(codes[:, :i])
+                inputs = self._step_input(codes[:, :i])
                 logits = self.net(torch.cat([inputs, inputs]) if guided else inputs, start)[:, -1]
+            logits = logits.float()  # the network may run in reduced precision; the draw is fp32
             if guided:
                 logits = sampling.combine_guided(logits, guidance)
-            value = sampling.draw(logits, bits=self.binary, temperature=temperature, top_k=top_k, generator=generator,
-                                  with_log_prob=False).values
+            out = codes[:, i]
+            if binary:
+                # 1[u < σ(ℓ/τ)] (τ = 0: 1[ℓ > 0]), as sampling.draw_bits with these uniforms
+                if temperature == 0:
+                    drawn = torch.gt(logits, 0, out=None if known_pos is not None else out)
+                else:
+                    drawn = torch.lt(uniforms[i], torch.sigmoid(sampling.temper(logits, temperature)),
+                                     out=None if known_pos is not None else out)
+            else:
+                drawn = sampling.draw_categorical(logits, temperature=temperature, top_k=top_k, generator=generator,
+                                                  with_log_prob=False).values
+                if known_pos is None:
+                    out.copy_(drawn)
             if known_pos is not None:
-                value = torch.where(known_pos[:, i, None] if self.binary else known_pos[:, i], known[:, i], value)
-            codes[:, i] = value
-        return codes
+                torch.where(known_pos[:, i], known[:, i], drawn, out=out)
+        return codes.float() if binary else codes
+
+    def _step_input(self, codes: torch.Tensor) -> torch.Tensor:
+        """Sampled codes -> network inputs, as :meth:`_inputs`: bool bits -> ±1 float, tokens as is."""
+        return torch.where(codes, 1.0, -1.0) if self.binary else codes
