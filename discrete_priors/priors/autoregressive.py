@@ -169,10 +169,9 @@ class AutoregressivePrior(Prior):
         mask, known = self.check_inpaint(inpaint_mask, known_codes, n)
         known_pos = self._prefix_positions(mask)
 
-        device, binary, num_positions = self.device, self.binary, self.spec.num_positions
+        device, binary, dtype = self.device, self.binary, torch.float32 if self.binary else torch.long
         if known_pos is not None:
-            known_pos = known_pos.to(device)
-            known = known.to(device=device, dtype=torch.bool if binary else torch.long)
+            known_pos, known = known_pos.to(device), known.to(device=device, dtype=dtype)
             if binary:
                 known_pos = known_pos[..., None]
         start = start_indices(labels, n, self.num_classes, device)
@@ -180,47 +179,36 @@ class AutoregressivePrior(Prior):
         if guided:
             start = sampling.with_null_labels(start, self.num_classes)
         temperature = float(temperature)
-        # The loop does only the network pass and the draw per position (the sampling overhead
-        # the speed issue bounds): the output is written in place, the checks ran above, and
-        # binary codes keep their bits as bool with every position's uniforms drawn in one call.
-        # On a CPU generator those uniforms are the numbers one draw per position would give, in
-        # the same order (the samples equal the per-position reference loop's; tested); a CUDA
-        # generator's Philox stream is split differently, so its samples differ from that loop's.
-        if binary:
-            codes = torch.empty((n, *self.spec.shape), device=device, dtype=torch.bool)
-            uniforms = sampling.uniform((num_positions, n, self.spec.channels), generator, device)
-        else:
-            codes = torch.empty((n, num_positions), device=device, dtype=torch.long)
+        # Per position only the network pass and the draw (the sampling overhead the speed issue
+        # bounds): inputs were checked above, so the kv steps skip their checks, and each draw is
+        # written straight into the output. The same uniforms in the same order as
+        # sampling.draw, so the samples equal the plain loop's for a generator (tested).
+        codes = torch.empty((n, *self.spec.shape), device=device, dtype=dtype)
         cache = None
-        for i in self.progress_bar(range(num_positions), "autoregressive sampling", progress):
+        for i in self.progress_bar(range(self.spec.num_positions), "autoregressive sampling", progress):
             if use_cache:
-                token = None if i == 0 else self._step_input(codes[:, i - 1])
+                token = None if i == 0 else self._inputs(codes[:, i - 1])
                 if token is not None and guided:
                     token = torch.cat([token, token])
                 logits, cache = self.net.step(token, start, cache, check=False)
             else:
-                inputs = self._step_input(codes[:, :i])
+                inputs = self._inputs(codes[:, :i])
                 logits = self.net(torch.cat([inputs, inputs]) if guided else inputs, start)[:, -1]
             logits = logits.float()  # the network may run in reduced precision; the draw is fp32
             if guided:
                 logits = sampling.combine_guided(logits, guidance)
-            out = codes[:, i]
-            if binary:
-                # 1[u < σ(ℓ/τ)] (τ = 0: 1[ℓ > 0]), as sampling.draw_bits with these uniforms
+            out = codes[:, i] if known_pos is None else None
+            if binary:  # sampling.draw_bits: 1[u < σ(ℓ/τ)], τ = 0: 1[ℓ > 0] with the uniforms drawn all the same
+                uniforms = sampling.uniform(logits.shape, generator, device)
                 if temperature == 0:
-                    drawn = torch.gt(logits, 0, out=None if known_pos is not None else out)
+                    drawn = torch.gt(logits, 0, out=out)
                 else:
-                    drawn = torch.lt(uniforms[i], torch.sigmoid(sampling.temper(logits, temperature)),
-                                     out=None if known_pos is not None else out)
+                    drawn = torch.lt(uniforms, torch.sigmoid(sampling.temper(logits, temperature)), out=out)
             else:
                 drawn = sampling.draw_categorical(logits, temperature=temperature, top_k=top_k, generator=generator,
                                                   with_log_prob=False).values
-                if known_pos is None:
+                if out is not None:
                     out.copy_(drawn)
             if known_pos is not None:
-                torch.where(known_pos[:, i], known[:, i], drawn, out=out)
-        return codes.float() if binary else codes
-
-    def _step_input(self, codes: torch.Tensor) -> torch.Tensor:
-        """Sampled codes -> network inputs, as :meth:`_inputs`: bool bits -> ±1 float, tokens as is."""
-        return torch.where(codes, 1.0, -1.0) if self.binary else codes
+                torch.where(known_pos[:, i], known[:, i], drawn, out=codes[:, i])
+        return codes
