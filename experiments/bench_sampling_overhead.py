@@ -20,6 +20,7 @@ python path/to/bench_sampling_overhead.py``)::
 
     OMP_NUM_THREADS=1 python -m experiments.bench_sampling_overhead --configs bernoulli-16 autoregressive-kv
     OMP_NUM_THREADS=1 python -m experiments.bench_sampling_overhead --memory --grid 16 16
+    OMP_NUM_THREADS=1 python -m experiments.bench_sampling_overhead --baseline /tmp/old --rounds 3 --out overhead.json
 """
 
 from __future__ import annotations
@@ -175,6 +176,9 @@ def measure_overhead(config: str, *, preset: str = "cpu", grid=(4, 4), channels:
     ms = {key: 1000 * statistics.median(v) for key, v in wall.items()}
     # process CPU time is the primary measure on a shared machine (time spent descheduled by
     # other jobs does not count); with one thread it is the work done. wall-clock beside it.
+    # both loops do the same network work I, so in-run − floor = (T_sample − T_bare) / I: the
+    # paired overhead, from one process's accounting (what the old record's 6.0% did not subtract)
+    extra["overhead_in_run_net"] = overhead_in_run - extra["overhead_in_run_floor"]
     return dict(config=config, evals=evals, sample_ms=ms["sample"], bare_ms=ms["bare"], overhead=overhead(cpu),
                 overhead_wall=overhead(wall), overhead_in_run=overhead_in_run, **extra,
                 preset=preset, batch=batch, grid=list(grid), channels=channels, repeats=repeats, threads=torch.get_num_threads())
@@ -201,6 +205,29 @@ def measure_peak_memory(*, preset: str = "cpu", grid=(16, 16), channels: int = 3
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def compare_trees(tree: str, baseline: str | None, configs, *, rounds: int, argv_common: list[str]) -> dict:
+    """Each config in its own process per tree, alternating baseline / tree (A B A B) for
+    ``rounds``; per key the median over rounds. ``PYTHONPATH`` selects the checkout."""
+    runs: dict[str, dict[str, list]] = {}
+    for _ in range(rounds):
+        for config in configs:
+            for label, root in (("baseline", baseline), ("new", tree)):
+                if root is None:
+                    continue
+                env = {**os.environ, "PYTHONPATH": os.path.abspath(root), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+                out = subprocess.run([sys.executable, os.path.abspath(__file__), "--configs", config, *argv_common],
+                                     check=True, capture_output=True, text=True, env=env, cwd=os.path.abspath(root))
+                row = json.loads(out.stdout.strip().splitlines()[-1])
+                runs.setdefault(f"{config}/{label}", {}).setdefault("rows", []).append(row)
+    summary = {}
+    for key, value in runs.items():
+        rows = value["rows"]
+        numeric = [k for k, v in rows[0].items() if isinstance(v, float)]
+        summary[key] = {k: statistics.median(r[k] for r in rows) for k in numeric} | {"rounds": len(rows)}
+    return {"tree": os.path.abspath(tree), "baseline": baseline and os.path.abspath(baseline), "rounds": rounds,
+            "median_over_rounds": summary, "runs": {k: v["rows"] for k, v in runs.items()}}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
@@ -213,11 +240,27 @@ def main(argv=None):
     parser.add_argument("--memory", action="store_true", help="peak sampling memory of the Bernoulli prior instead")
     parser.add_argument("--steps", type=int, default=2, help="sampling steps of the memory measurement")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--baseline", default=None, help="an older checkout: alternate its processes with this tree's (A B A B)")
+    parser.add_argument("--rounds", type=int, default=0, help="with --baseline (or alone): processes per tree and config")
+    parser.add_argument("--out", default=None, help="write the --rounds comparison's JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.memory_child:
         print(json.dumps(_peak_memory_child(args.preset, args.grid, args.channels, args.batch, args.steps)))
         return None
+    if args.rounds:
+        common = ["--preset", args.preset, "--batch", str(args.batch), "--channels", str(args.channels), "--repeats",
+                  str(args.repeats), "--threads", str(args.threads), *(["--grid", *map(str, args.grid)] if args.grid else [])]
+        tree = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        report = compare_trees(tree, args.baseline, args.configs, rounds=args.rounds, argv_common=common)
+        text = json.dumps(report, indent=2)
+        print(text)
+        if args.out:
+            tmp = args.out + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(text + "\n")
+            os.replace(tmp, args.out)  # atomic
+        return report
     if args.memory:
         results = [measure_peak_memory(preset=args.preset, grid=args.grid or (16, 16), channels=args.channels, batch=args.batch,
                                        steps=args.steps)]

@@ -228,8 +228,8 @@ def _reference_sample(prior, n, *, temperature=1.0, labels=None, guidance=0.0, t
 
 @pytest.mark.parametrize("spec", [BINARY, CATEGORICAL], ids=["binary", "categorical"])
 def test_sampler_equals_the_plain_reference_loop_for_a_fixed_generator(spec):
-    """The in-place, one-draw-up-front sampling loop returns exactly (torch.equal) what the plain
-    per-position loop returns from the same CPU generator, at every option that changes the loop."""
+    """The in-place sampling loop with unchecked kv steps returns exactly (torch.equal) what the plain
+    per-position loop returns from the same generator, at every option that changes the loop."""
     wide = CodeSpec(kind=spec.kind, grid=(2, 3), channels=spec.channels, vocab_size=spec.vocab_size)
     prior = _sharpen(_make(wide, num_classes=3, **TINY), scale=1.0)
     n = 40
