@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from x_transformers import ContinuousTransformerWrapper, Decoder
 
-from discrete_priors.nets.denoiser import sincos_2d
+from discrete_priors.nets.denoiser import sincos_2d, use_cpu_float_attention
 
 POS_EMBS = ("learned", "sincos")
 
@@ -90,12 +90,12 @@ class CausalTransformer(nn.Module):
             self.register_buffer("pos_emb", sincos_2d(grid, dim), persistent=False)
         # same layer sizes as the Denoiser (attn_dim_head = dim // heads) so priors compare at
         # matched network size; positions are added here, so the wrapper's own are off
-        self.net = ContinuousTransformerWrapper(
+        self.net = use_cpu_float_attention(ContinuousTransformerWrapper(
             max_seq_len=0,
             attn_layers=Decoder(dim=dim, depth=depth, heads=heads, attn_dim_head=dim // heads, attn_flash=bool(fused_attention)),
             project_out=nn.Linear(dim, out_dim),
             use_abs_pos_emb=False,
-        )
+        ))
         assert self.net.can_cache_kv, "x-transformers reports this layer stack cannot use a kv cache"
 
     def _check_start(self, start: torch.Tensor, batch: int) -> torch.Tensor:
