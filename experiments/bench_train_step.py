@@ -51,13 +51,18 @@ def child(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     from discrete_priors.training import TrainConfig, Trainer
 
-    torch.manual_seed(0)
-    g = torch.Generator().manual_seed(0)
+    seed, curve = spec.get("seed", 0), spec.get("curve", 0)
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(0)  # the data: the same for every seed
     if spec["config"] == "autoencoder":
         from discrete_priors.autoencoder import Autoencoder, autoencoder_preset
 
         model = Autoencoder(**autoencoder_preset("cpu-digits", latent={"kind": "binary", "bits": 32}, image_size=16, image_channels=1))
         data, batch, lr = torch.rand(2048, 1, 16, 16, generator=g), 64, 2e-3
+        if curve:  # something to learn: 16 prototype images, mixed and noised
+            protos, mix = torch.rand(16, 1, 16, 16, generator=g), torch.rand(2048, 16, generator=g).softmax(-1)
+            data = (torch.einsum("nk,kchw->nchw", mix ** 4 / (mix ** 4).sum(-1, keepdim=True), protos)
+                    + 0.05 * torch.randn(2048, 1, 16, 16, generator=g)).clamp(0, 1)
     else:
         from discrete_priors.latents.base import CodeSpec
         from discrete_priors.priors import build_prior
@@ -65,15 +70,20 @@ def child(spec: dict) -> dict:
         model = build_prior(spec["config"], CodeSpec(kind="binary", grid=(4, 4), channels=32), preset="cpu",
                             **PRIOR_KWARGS[spec["config"]])
         data, batch, lr = (torch.rand(4096, 16, 32, generator=g) < 0.5).float(), 128, 1e-3
+        if curve:  # something to learn: 16 prototype codes with 10% of their bits flipped
+            protos = torch.rand(16, 16, 32, generator=g) < 0.5
+            data = (protos[torch.randint(0, 16, (4096,), generator=g)] ^ (torch.rand(4096, 16, 32, generator=g) < 0.1)).float()
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     wanted = dict(steps=100_000, batch_size=batch, lr=lr, warmup_steps=0, checkpoint_every=0, log_every=50, device="cpu",
-                  amp=spec["precision"], compile=spec["compile"])
-    missing = {k for k, v in wanted.items() if k not in known and v not in (False, None)}
+                  amp=spec["precision"], compile=spec["compile"], seed=seed)
+    missing = {k for k, v in wanted.items() if k not in known and v not in (False, None, 0)}
     if missing:
         raise SystemExit(f"this tree's TrainConfig has no {sorted(missing)}: run that row against the new tree only")
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(model, (data,), TrainConfig(**{k: v for k, v in wanted.items() if k in known}), out, progress=False)
         trainer.train_model.train()
+        if curve:
+            return {"losses": [float(trainer.train_step(step)["loss"]) for step in range(curve)]}
         start = time.perf_counter()
         for step in range(spec["warmup"]):
             trainer.train_step(step)
@@ -132,6 +142,34 @@ def benchmark(args) -> dict:
     return result
 
 
+def window_means(losses: list[float], window: int) -> list[float]:
+    return [statistics.fmean(losses[i:i + window]) for i in range(0, len(losses) - window + 1, window)]
+
+
+def loss_curves(args) -> dict:
+    """Per configuration: the loss at every step of ``--curve`` steps for the baseline (fp32, seed 0),
+    the new tree at fp32 seeds 0 and 1 and at each further ``--precision`` (seed 0), and the
+    largest gap of their ``window``-step means from the new fp32 seed-0 curve. The seed-1 gap is
+    the seed noise the others are judged against."""
+    tree, baseline = Path(args.tree).resolve(), Path(args.baseline).resolve() if args.baseline else None
+    window = max(1, args.curve // 20)
+    out = {"curve_steps": args.curve, "window": window, "threads": args.threads, "configs": {}}
+    for config in args.configs:
+        runs = {}
+        common = dict(threads=args.threads, warmup=0, steps=1, config=config, compile=False, curve=args.curve)
+        if baseline is not None:
+            runs["baseline/fp32/seed0"] = run_child(baseline, {**common, "precision": "auto"})["losses"]
+        for precision in dict.fromkeys(["fp32", *args.precision]):
+            for seed in (0, 1) if precision == "fp32" else (0,):
+                runs[f"{precision}/seed{seed}"] = run_child(tree, {**common, "precision": precision, "seed": seed})["losses"]
+        reference = window_means(runs["fp32/seed0"], window)
+        gaps = {k: max(abs(a - b) for a, b in zip(window_means(v, window), reference)) for k, v in runs.items() if k != "fp32/seed0"}
+        out["configs"][config] = {"max_window_gap_from_fp32_seed0": gaps, "window_means": {k: window_means(v, window) for k, v in runs.items()},
+                                  "losses": runs}
+        print(f"{config}: " + ", ".join(f"{k} {v:.4f}" for k, v in gaps.items()), file=sys.stderr, flush=True)
+    return out
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tree", default=str(REPO), help="the new code's repository root (default: this one)")
@@ -145,6 +183,8 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per process (compile happens here)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="also write the JSON here")
+    parser.add_argument("--curve", type=int, default=0,
+                        help="instead of timing: loss curves of this many steps on learnable data (see loss_curves)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
@@ -152,11 +192,13 @@ def main(argv=None) -> None:
         return
     if args.rounds < 1 or args.steps < 1 or args.warmup < 0 or args.threads < 1:
         parser.error("expected --rounds >= 1, --steps >= 1, --warmup >= 0, --threads >= 1")
-    result = benchmark(args)
+    result = loss_curves(args) if args.curve else benchmark(args)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        tmp = Path(args.out + ".tmp")
+        tmp.write_text(text + "\n")
+        tmp.replace(args.out)  # atomic
 
 
 if __name__ == "__main__":

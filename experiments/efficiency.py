@@ -25,7 +25,6 @@ says where it was measured; compare rows measured in one run.
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
 import resource
@@ -40,6 +39,7 @@ from discrete_priors import evaluate, pipeline
 from discrete_priors.latents.base import CodeSpec
 from discrete_priors.priors import PRIORS as REGISTRY, build_prior
 from discrete_priors.results import append_rows, has_cell, make_rows
+from discrete_priors.training import autocast_context
 from discrete_priors.training.distributed import resolve_device
 from experiments.common import Preset, ScalingNet, comparison_prior, done, record
 
@@ -123,13 +123,6 @@ def scaling_hash(preset: Preset, prior: str) -> str:
     return preset.continuous_scaling_hash() if prior == "gaussian" else preset.scaling_hash()
 
 
-def _autocast(device: torch.device, precision: str):
-    """bf16 autocast of the network (the samplers' maths stays fp32), or nothing for fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
 def _resident_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -181,7 +174,7 @@ def measure_cell(cell: ScalingCell, *, recipe_kwargs: dict, device: str, precisi
 
     def draw() -> float:
         start = time.perf_counter()
-        with torch.no_grad(), _autocast(device, precision):
+        with torch.no_grad(), autocast_context(device, precision):  # the network only; the samplers' maths stays fp32
             prior.sample(cell.net.batch, steps=steps, generator=generator)
         if device.type == "cuda":
             torch.cuda.synchronize(device)

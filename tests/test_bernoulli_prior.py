@@ -367,11 +367,3 @@ def _draw(table, dist, n):
     """n codes drawn from an enumerated table (index -> code, MSB first)."""
     idx = torch.multinomial(table.float(), n, replacement=True, generator=torch.Generator().manual_seed(3))
     return all_codes(dist.spec)[idx]
-
-
-def test_overhead_benchmark_runs():
-    from experiments.bench_bernoulli_overhead import measure_sampling_overhead
-
-    out = measure_sampling_overhead(preset="tiny", grid=(2, 2), channels=8, batch=4, timesteps=16, steps=4, repeats=1)
-    assert out["forward_ms"] > 0 and out["step_ms"] > 0 and out["arithmetic_ms"] > 0
-    assert out["overhead"] == pytest.approx(out["step_ms"] / out["forward_ms"] - 1)

@@ -199,6 +199,20 @@ def test_bench_train_step_prints_medians(tmp_path):
     assert result["median_s_per_step"]["autoencoder/fp32"] > 0 and result["baseline"] is None
 
 
+def test_bench_train_step_loss_curves_compare_seeds_and_precisions(tmp_path):
+    out = tmp_path / "curves.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-m", "experiments.bench_train_step", "--configs", "absorbing", "--curve", "4",
+                    "--precision", "fp32", "bf16", "--out", str(out)], cwd=REPO, env=env, check=True, capture_output=True)
+    result = json.loads(out.read_text())["configs"]["absorbing"]
+    assert set(result["losses"]) == {"fp32/seed0", "fp32/seed1", "bf16/seed0"}
+    assert all(len(v) == 4 for v in result["losses"].values())
+    # the same seed and precision in two processes would give the same curve: seed 1 does not
+    assert result["losses"]["fp32/seed1"] != result["losses"]["fp32/seed0"]
+    gap = result["max_window_gap_from_fp32_seed0"]["fp32/seed1"]
+    assert gap == max(abs(a - b) for a, b in zip(result["losses"]["fp32/seed1"], result["losses"]["fp32/seed0"]))
+
+
 def test_every_prior_gets_log_terms_only_on_logged_steps(tmp_path):
     """Priors opt in through Prior.accepts_log_terms: the Bernoulli VLB (logged only, λ = 0) is
     computed on the 2 logged steps of 8, not on every step."""

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from x_transformers import ContinuousTransformerWrapper, Decoder
 
-from discrete_priors.nets.denoiser import sincos_2d
+from discrete_priors.nets.denoiser import sincos_2d, use_cpu_float_attention
 
 POS_EMBS = ("learned", "sincos")
 
@@ -90,12 +90,12 @@ class CausalTransformer(nn.Module):
             self.register_buffer("pos_emb", sincos_2d(grid, dim), persistent=False)
         # same layer sizes as the Denoiser (attn_dim_head = dim // heads) so priors compare at
         # matched network size; positions are added here, so the wrapper's own are off
-        self.net = ContinuousTransformerWrapper(
+        self.net = use_cpu_float_attention(ContinuousTransformerWrapper(
             max_seq_len=0,
             attn_layers=Decoder(dim=dim, depth=depth, heads=heads, attn_dim_head=dim // heads, attn_flash=bool(fused_attention)),
             project_out=nn.Linear(dim, out_dim),
             use_abs_pos_emb=False,
-        )
+        ))
         assert self.net.can_cache_kv, "x-transformers reports this layer stack cannot use a kv cache"
 
     def _check_start(self, start: torch.Tensor, batch: int) -> torch.Tensor:
@@ -131,29 +131,30 @@ class CausalTransformer(nn.Module):
         x = torch.cat([first, self.embed(tokens, 1)], dim=1)
         return self.net(x)
 
-    def step(self, token: torch.Tensor | None, start: torch.Tensor, cache=None) -> CausalStep:
+    def step(self, token: torch.Tensor | None, start: torch.Tensor, cache=None, *, check: bool = True) -> CausalStep:
         """One incremental decoding step with the key/value cache.
 
         First call: ``token=None, cache=None`` -> logits of token 0. Then pass the token just
         chosen, (B,) long or (B, in_dim), and the returned cache -> logits of the next token.
         ``start`` is range-checked on the first call only (a host-device sync; later steps
-        reuse the start token held in the cache).
+        reuse the start token held in the cache). ``check=False`` skips the token and position
+        checks of later steps (a caller that made the tokens itself, e.g. a sampling loop, so
+        that each step is the network pass alone).
         """
-        batch = start.shape[0]
         if cache is None:
-            start = self._check_start(start, batch)
             if token is not None:
                 raise ValueError("the first step takes token=None (the start token comes from `start`)")
+            start = self._check_start(start, start.shape[0])
             x = self.start_emb(start)[:, None] + self.pos_emb[:1]
         else:
-            if token is None:
-                raise ValueError("token is required after the first step")
             position = cache.cache_length
-            if position >= self.num_positions:
-                raise ValueError(f"all {self.num_positions} positions are already decoded")
-            tokens = token[:, None]
-            self._check_tokens(tokens)
-            x = self.embed(tokens, position)
+            if check:
+                if token is None:
+                    raise ValueError("token is required after the first step")
+                if position >= self.num_positions:
+                    raise ValueError(f"all {self.num_positions} positions are already decoded")
+                self._check_tokens(token[:, None])
+            x = self.embed(token[:, None], position)
         logits, cache = self.net(x, cache=cache, return_intermediates=True, input_not_include_cache=True)
         return CausalStep(logits[:, -1], cache)
 
