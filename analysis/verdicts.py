@@ -93,7 +93,9 @@ class Comparison(NamedTuple):
 
     def __str__(self) -> str:
         if math.isnan(self.se):
-            return f"{self.verdict} (gap {self.gap:.3g}, no uncertainty)"
+            # no spread to judge by: say at least which way the point estimates lean, and by how much
+            lean = "better" if self.gap > 0 else "worse"
+            return f"{self.verdict} (one seed, no bootstrap std: point estimates put the first {lean} by {abs(self.gap):.3g})"
         return f"{self.verdict} (gap {self.gap:.3g} vs {self.z:g}·se = {self.z * self.se:.3g})"
 
 

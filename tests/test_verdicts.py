@@ -55,6 +55,9 @@ def test_one_seed_uses_its_bootstrap_std_or_is_never_supported():
     assert compare(cells["a"], cells["b"], lower_is_better=True).verdict == "supported"  # 10 vs 2·0.5
     # a huge gap without any uncertainty is still not "supported"
     assert compare(cells["c"], cells["b"], lower_is_better=True).verdict == "no uncertainty"
+    # ... but the text says which way the point estimates lean (c = 10.2 is better than b = 20 by 9.8)
+    assert str(compare(cells["c"], cells["b"], lower_is_better=True)).endswith("put the first better by 9.8)")
+    assert str(compare(cells["b"], cells["c"], lower_is_better=True)).endswith("put the first worse by 9.8)")
     assert seed_estimate([3.0, 5.0]) == Estimate(4.0, math.sqrt(2.0), 2, "seeds")
 
 
