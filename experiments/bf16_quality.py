@@ -55,11 +55,17 @@ def main(argv=None):
     p.add_argument("--classifier", type=Path, required=True, help="the cached classifier folder (read)")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--num-samples", type=int, default=1000)
+    p.add_argument("--rescore-seeds", type=int, default=0,
+                   help="instead of training: score the trained runs again at sample seeds 0..N-1, in fp32 and bf16, "
+                        "and the FD of the fp32 samples with the classifier features under bf16 autocast "
+                        "(<run>/quality_seeds.json)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     extractor = metrics.get_extractor("classifier:fashion-mnist", size=16, seed=0, cache_dir=args.classifier)
     test = load_dataset("fashion-mnist", split="test", size=16).images
     scorer = evaluate.SampleScorer(extractor, reference=test, train=test[:1])
+    if args.rescore_seeds:
+        return rescore(args, scorer)
     for spec in args.runs:
         precision, seed = spec.split(":")
         run = args.out / f"{precision}-seed{seed}"
@@ -74,6 +80,32 @@ def main(argv=None):
         row |= sampled
         write_json(run / "quality.json", row)
         print(json.dumps(row), flush=True)
+
+
+def rescore(args, scorer) -> None:
+    """FD / precision / recall of each run at sample seeds 0..N-1 sampled in fp32 and in bf16 (the same
+    seed draws the same uniforms both ways: a paired comparison), and the fp32 samples' FD with the
+    features computed under bf16 autocast (what an ``evaluate --precision bf16`` does to the metric)."""
+    for spec in args.runs:
+        precision, seed = spec.split(":")
+        run = args.out / f"{precision}-seed{seed}"
+        prior, ae = pipeline.load_prior(run, device="cpu"), pipeline.load_autoencoder(args.ae, device="cpu")
+        rows = []
+        for sample_seed in range(args.rescore_seeds):
+            row = {"sample_seed": sample_seed}
+            for sp in ("fp32", "bf16"):
+                start = time.perf_counter()
+                with autocast_context("cpu", sp):
+                    images = pipeline.sample_images(ae, prior, args.num_samples, batch_size=256, seed=sample_seed,
+                                                    steps=16, progress=False).images
+                row[f"sampled_{sp}"] = scorer.quality(images) | {"sampling_s": time.perf_counter() - start}
+                if sp == "fp32":
+                    with autocast_context("cpu", "bf16"):
+                        features = scorer.extractor.features(images)
+                    row["sampled_fp32_features_bf16"] = scorer.quality(images, features.float())
+            rows.append(row)
+            print(json.dumps({"run": run.name, **row}), flush=True)
+        write_json(run / "quality_seeds.json", {"precision": precision, "seed": int(seed), "rows": rows})
 
 
 if __name__ == "__main__":
