@@ -85,12 +85,14 @@ def main(argv=None):
 def rescore(args, scorer) -> None:
     """FD / precision / recall of each run at sample seeds 0..N-1 sampled in fp32 and in bf16 (the same
     seed draws the same uniforms both ways: a paired comparison), and the fp32 samples' FD with the
-    features computed under bf16 autocast (what an ``evaluate --precision bf16`` does to the metric)."""
+    features (theirs and the test split's) computed under bf16 autocast (what an ``evaluate --precision bf16`` does to the metric)."""
     for spec in args.runs:
         precision, seed = spec.split(":")
         run = args.out / f"{precision}-seed{seed}"
         prior, ae = pipeline.load_prior(run, device="cpu"), pipeline.load_autoencoder(args.ae, device="cpu")
         rows = []
+        with autocast_context("cpu", "bf16"):
+            reference_bf16 = scorer.extractor.features(scorer.reference).float()
         for sample_seed in range(args.rescore_seeds):
             row = {"sample_seed": sample_seed}
             for sp in ("fp32", "bf16"):
@@ -102,7 +104,7 @@ def rescore(args, scorer) -> None:
                 if sp == "fp32":
                     with autocast_context("cpu", "bf16"):
                         features = scorer.extractor.features(images)
-                    row["sampled_fp32_features_bf16"] = scorer.quality(images, features.float())
+                    row["sampled_fp32_features_bf16"] = evaluate.distribution_row(features.float(), reference_bf16)
             rows.append(row)
             print(json.dumps({"run": run.name, **row}), flush=True)
         write_json(run / "quality_seeds.json", {"precision": precision, "seed": int(seed), "rows": rows})
