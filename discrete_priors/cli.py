@@ -172,9 +172,10 @@ def _add_runtime_args(p) -> None:
     """--device, --precision and --threads, the same on every command that runs a network."""
     p.add_argument("--device", default="auto", help=DEVICES)
     p.add_argument("--precision", default="auto", choices=["auto", *PRECISIONS],
-                   help="network precision: auto = bf16 on CUDA, fp32 on CPU (bf16 on a CPU without AVX512-BF16/AMX "
-                        "is emulated, ~10x slower per training step here); the diffusion maths, losses and "
-                        "likelihoods stay fp32")
+                   help="network precision: auto = bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX-BF16, "
+                        "Arm BF16), fp32 on other CPUs, where bf16 is emulated (~10x slower per training step); a "
+                        "resumed run keeps the precision it was trained in. The diffusion maths, losses and "
+                        "likelihoods stay fp32 (README, Speed and precision)")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for PyTorch (0 = PyTorch's default, one per core). On the idle 2-core machine 2 "
                         "threads took 0.72x the time of 1 per training step; when other jobs load the cores, 1 thread "

@@ -11,13 +11,19 @@ losses and likelihoods (e.g. ``BernoulliDiffusion.net_logits``).
   warning, so that the numerics can still be tested there.
 * ``fp16``: CUDA only, with a GradScaler (the trainer's).
 * ``auto`` (what ``TrainConfig.amp`` defaults to, as it always has): bf16 on CUDA (fp16 where bf16 is
-  unsupported), fp32 on CPU -- a resumed run keeps the precision it started with. ``"off"``, the
-  old spelling of fp32, is still accepted so that old ``trainer_state.json`` files resume.
+  unsupported) and on a CPU with native bf16, fp32 on any other CPU (:func:`resolve_precision`;
+  the measurements behind it are in the README, Speed and precision). A resumed run keeps the
+  precision it started with: the trainer records the resolved name in ``trainer_state.json``
+  (``"precision"``) and, for ``auto``, resumes with it; a checkpoint written before that key existed
+  resumes with :func:`legacy_auto_precision` (what ``auto`` meant then: fp32 on CPU). ``"off"``, the old
+  spelling of fp32, is still accepted so that old ``trainer_state.json`` files resume.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import warnings
 
 import torch
@@ -33,9 +39,55 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+# the CPU capability flags (torch.cpu.get_capabilities(), from pytorch/cpuinfo) that mean bf16 matmuls
+# run natively: x86 AVX512-BF16 or AMX-BF16; Arm BF16 (BFMMLA) or SVE-BF16
+BF16_CAPABILITIES = ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16")
+
+
+CPU_BF16_ENV = "DISCRETE_PRIORS_CPU_BF16"  # "1" / "0": take this CPU as having native bf16 or not
+
+
 def cpu_bf16_supported() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX tiles), where autocast pays."""
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16 on x86, BF16 on Arm), where
+    autocast pays. ``$DISCRETE_PRIORS_CPU_BF16`` (``1`` / ``0``) overrides the detection (the test
+    suite sets ``0``, so that ``auto`` is fp32 on every machine it runs on)."""
+    override = os.environ.get(CPU_BF16_ENV, "").strip()
+    if override:
+        if override not in {"0", "1"}:
+            raise ValueError(f"${CPU_BF16_ENV} must be 0 or 1 (or unset to detect the CPU), got {override!r}")
+        return override == "1"
+    return _detected_cpu_bf16()
+
+
+@functools.cache
+def _detected_cpu_bf16() -> bool:
+    """``torch.cpu.get_capabilities()`` (PyTorch's cpuinfo flags, PyTorch >= 2.10), else its
+    private x86 probes (``torch.cpu._is_avx512_bf16_supported`` / ``_is_amx_tile_supported``), else False."""
+    get_capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if get_capabilities is not None:
+        capabilities = get_capabilities()
+        return any(bool(capabilities.get(name, False)) for name in BF16_CAPABILITIES)
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(probe()) for probe in probes if probe is not None)
+
+
+def auto_precision(device: torch.device | str) -> str:
+    """What ``auto`` resolves to on ``device``: bf16 on CUDA (fp16 where the GPU lacks bf16) and on
+    a CPU with native bf16 (:func:`cpu_bf16_supported`), fp32 elsewhere. The networks only: the
+    diffusion maths, losses and likelihoods stay fp32 (module docstring)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu" and cpu_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def legacy_auto_precision(device: torch.device | str) -> str:
+    """What ``auto`` meant before it chose bf16 on CPUs (bf16/fp16 on CUDA, fp32 elsewhere): the
+    precision a checkpoint that recorded none was trained in, so its run resumes unchanged."""
+    device = torch.device(device)
+    return auto_precision(device) if device.type == "cuda" else "fp32"
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
@@ -44,9 +96,7 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     device = torch.device(device)
     precision = ALIASES.get(check_precision(precision), precision)
     if precision is None:  # auto
-        if device.type != "cuda":
-            return "fp32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return auto_precision(device)
     if precision == "fp16" and device.type != "cuda":
         raise ValueError(f"precision 'fp16' needs a CUDA device (it trains with a GradScaler); on {device} use 'bf16' or 'fp32'")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -89,4 +139,5 @@ def set_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
-__all__ = ["PRECISIONS", "autocast_context", "check_precision", "cpu_bf16_supported", "resolve_precision", "set_threads"]
+__all__ = ["PRECISIONS", "auto_precision", "autocast_context", "check_precision", "cpu_bf16_supported",
+           "legacy_auto_precision", "resolve_precision", "set_threads"]

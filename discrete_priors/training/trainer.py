@@ -40,11 +40,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from discrete_priors.io import atomic_path
+from discrete_priors.io import atomic_path, read_json
 from discrete_priors.training import checkpoint as ckpt
 from discrete_priors.training import distributed as ddp
 from discrete_priors.training.distributed import check_device, derive_seed, global_batch_indices
-from discrete_priors.training.precision import DTYPES, check_precision, resolve_precision
+from discrete_priors.training.precision import DTYPES, check_precision, legacy_auto_precision, resolve_precision
 
 logger = logging.getLogger("discrete_priors.training")
 
@@ -59,8 +59,9 @@ class TrainConfig:
     (see ``ema_decay_at``), so the random initialisation does not linger in short runs.
     amp: the networks' precision (the name is kept so old checkpoints resume): ``"fp32"``, ``"bf16"``
     (CUDA, and CPUs with native bf16), ``"fp16"`` (CUDA, with a GradScaler), or ``"auto"`` = bf16 on
-    CUDA (fp16 where bf16 is unsupported), fp32 on CPU; ``"off"`` is the old spelling of fp32 (see
-    training/precision.py). compile: ``torch.compile`` the network for training (the eager module
+    CUDA (fp16 where bf16 is unsupported) and on CPUs with native bf16, fp32 on other CPUs; a run
+    resumed with ``"auto"`` keeps the precision its checkpoint recorded (``Trainer.precision``);
+    ``"off"`` is the old spelling of fp32 (see training/precision.py). compile: ``torch.compile`` the network for training (the eager module
     is what is saved and EMA'd); off by default: on the 2-core AVX2 CPU it gave no per-step gain
     (README, Speed and precision).
     checkpoint_every / log_every: in steps (0 = only at the end). keep_checkpoints: newest kept
@@ -242,7 +243,7 @@ class Trainer:
         self.local_batch = ddp.shard_size(config.batch_size, self.dist.world_size)
         self.data, self.num_examples = self._check_data(data)
         self.progress, self.log_fn = progress, log_fn
-        self.precision = resolve_precision(config.amp, self.device)
+        self.precision = self._resolve_precision()
         self.amp_dtype = DTYPES[self.precision]
         # an explicit opt-in (no signature sniffing): the class says its forward takes log_terms=
         self.log_terms_kwarg = getattr(type(model), "accepts_log_terms", False) is True
@@ -290,6 +291,24 @@ class Trainer:
     @property
     def checkpoint_root(self) -> Path:
         return self.out_dir / "checkpoints"
+
+    def _resolve_precision(self) -> str:
+        """``config.amp`` resolved on this device, except that a run resumed with ``auto`` keeps the
+        precision it was trained in: the one its latest checkpoint recorded (``"precision"`` in
+        ``trainer_state.json``), or for a checkpoint from before that was recorded, what ``auto``
+        meant then (:func:`~discrete_priors.training.precision.legacy_auto_precision`: fp32 on CPU)."""
+        if self.config.amp != "auto":
+            return resolve_precision(self.config.amp, self.device)
+        folder = ckpt.latest_checkpoint(self.checkpoint_root)
+        if folder is None:
+            return resolve_precision("auto", self.device)
+        recorded = read_json(folder / "trainer_state.json").get("precision")
+        precision = recorded or legacy_auto_precision(self.device)
+        try:
+            return resolve_precision(precision, self.device)
+        except ValueError as err:
+            raise ValueError(f"the run in {self.out_dir} was trained in {precision} (recorded in {folder}), which this "
+                             f"device cannot resume: {err}. Pass an explicit precision to resume it in another one") from err
 
     def eval_model(self) -> nn.Module:
         """The module to evaluate: EMA weights when EMA is on, else the trained weights."""
@@ -353,7 +372,7 @@ class Trainer:
         if self._fit_clock is not None:
             before, started = self._fit_clock
             self.train_seconds = before + time.perf_counter() - started
-        return {"config": self.config.to_dict(), "world_size": self.dist.world_size,
+        return {"config": self.config.to_dict(), "precision": self.precision, "world_size": self.dist.world_size,
                 "scaler": self.scaler.state_dict(), "train_seconds": self.train_seconds, **self.hook.state_dict()}
 
     def save_checkpoint(self) -> Path:
@@ -387,7 +406,7 @@ class Trainer:
                 tmp.write_text("".join(line + "\n" for line in kept))
         changed = {k: (v, state["config"].get(k)) for k, v in self.config.to_dict().items()
                    if state["config"].get(k) != v and k not in {"steps", "log_every", "checkpoint_every", "keep_checkpoints"}}
-        self._message(always=True, text=f"resuming from {folder} at step {self.step}"
+        self._message(always=True, text=f"resuming from {folder} at step {self.step} in {self.precision}"
                       + (f"; config changed since (now, then): {changed}" if changed else ""))
         return folder
 
