@@ -286,9 +286,13 @@ def comparison_prior(preset: Preset, out: Path, *, prior: str, seed: int, data_d
 
 
 def extractor_for(preset: Preset, out: Path, *, data_dir=None):
-    """The dataset's classifier features (one classifier per experiment directory, data seed 0)."""
+    """The dataset's features: a classifier trained on it (one per experiment directory, data seed 0),
+    or for an image folder (the paper preset) the TF-FID Inception network (``inception-tf-2015``,
+    the installed, hash-checked file of metrics/inception.py), so its ``fd`` is the standard FID."""
     if preset.dataset == "image-folder":
-        return metrics.get_extractor("inception")  # weights from $DISCRETE_PRIORS_INCEPTION_WEIGHTS
+        from discrete_priors.metrics.inception import FEATURE_SPACE
+
+        return metrics.get_extractor(FEATURE_SPACE)
     return metrics.get_extractor(f"classifier:{preset.dataset}", size=preset.size, seed=0,
                                  cache_dir=out / "classifier", data_dir=data_dir)
 

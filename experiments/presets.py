@@ -256,7 +256,8 @@ PRESETS = {
                   fid_samples=500, fid_reference=1000, curve_samples=500, curve_nll_codes=500),
     "paper": Preset(name="paper", dataset="image-folder", size=256, ae_preset="paper", ae_steps=400_000, ae_batch=32,
                     ae_lr=1e-4, bits=32, net="paper", prior_steps=500_000, prior_batch=256, prior_lr=1e-4,
-                    num_samples=50_000, lr_sweep=None),  # a sweep at a third of 500k steps x 3 is not affordable
+                    num_samples=50_000, lr_sweep=None,  # a sweep at a third of 500k steps x 3 is not affordable
+                    inception_fid=False),  # its fd is already in the inception-tf-2015 space (extractor_for)
 }
 
 

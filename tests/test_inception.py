@@ -143,3 +143,15 @@ def test_non_default_preprocessing_is_part_of_the_name():
     assert bicubic.name == "inception-tf-2015[bicubic]"
     images = _images(2, 1, 16, seed=3)
     assert not torch.allclose(bicubic.features(images), TFInceptionExtractor().features(images))
+
+
+@needs_weights
+def test_paper_preset_scores_in_the_tf_inception_space_without_a_second_fid_pass(tmp_path):
+    """issue 15: the image-folder (paper) preset's fd is computed on inception-tf-2015 features (the
+    standard FID), no longer on torchvision's Inception; so it asks for no separate `fid` column."""
+    from experiments.common import extractor_for, get_preset
+
+    paper = get_preset("paper")
+    extractor = extractor_for(paper, tmp_path)
+    assert extractor.name == FEATURE_SPACE == "inception-tf-2015"
+    assert paper.inception_fid is False and get_preset("cpu").inception_fid is True
