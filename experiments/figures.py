@@ -36,7 +36,7 @@ from discrete_priors.data import load_latent_cache
 from discrete_priors.images import save_grid
 from discrete_priors.io import atomic_path
 from experiments import reconstruction
-from experiments.common import (Preset, binary_name, continuous_latents, done, ensure_gaussian_prior, ensure_prior,
+from experiments.common import (AE_SEED, Preset, binary_name, continuous_latents, done, ensure_gaussian_prior, ensure_prior,
                                 ensure_samplers_prior, pending, record, scoring_for, shared_binary_latents, warn_fallback)
 
 TEMPERATURES = (0.6, 0.8, 0.9, 1.0)
@@ -88,7 +88,7 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
                num_samples=len(images), preset=preset)
 
     for seed in preset.seeds:
-        trained = (out / "ae" / f"{binary_name(preset)}-seed{seed}" / "checkpoints").is_dir()
+        trained = (out / "ae" / f"{binary_name(preset)}-seed{AE_SEED}" / "checkpoints").is_dir()
         if not trained and not pending(out, preset=preset, experiment="figures", variants=variants, seed=seed):
             continue  # every number recorded, and no autoencoder to redraw the grids with: train nothing
         binary = shared_binary_latents(preset, out, data_dir=data_dir)
