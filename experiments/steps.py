@@ -46,8 +46,7 @@ CURVE_S = 16  # with the largest S: the sampling steps evaluated along the learn
 def timesteps(preset: Preset, prior: str) -> int:
     if prior == T256:
         return 256
-    recipe = preset.continuous.recipe if prior == "gaussian" else preset.prior_recipes[prior]
-    return recipe.kwargs["timesteps"]
+    return preset.recipe(prior).kwargs["timesteps"]
 
 
 def step_counts(preset: Preset, prior: str) -> list[int]:
@@ -93,8 +92,8 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, data_dir=None, progress: bo
                 continue
             latents, prior_dir = prior_run(preset, out, name, seed=seed, data_dir=data_dir)
             ae = pipeline.load_autoencoder(latents.ae_dir)
-            lr = tuned_lr(preset, out, prior="gaussian" if name == "gaussian" else name.split("-")[0],
-                          latents=latents.latents)
+            # the T = 256 row is the Bernoulli recipe with another T: it trains at the Bernoulli rate
+            lr = tuned_lr(preset, out, prior="bernoulli" if name == T256 else name, latents=latents.latents)
             for step in sorted({k for k, _ in todo}):
                 point = curve_point(preset, prior_dir, step, latents=latents.latents)
                 prior, final = point.load(), step == preset.prior_steps
