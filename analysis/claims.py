@@ -47,8 +47,4 @@ def verdict(outcomes: list[bool | None]) -> str:
     return "partly supported"
 
 
-def pooled(a: Cell, b: Cell) -> float:
-    return math.sqrt((a.std ** 2 + b.std ** 2) / 2)
-
-
-__all__ = ["Cell", "Claim", "cells", "pooled", "verdict"]
+__all__ = ["Cell", "Claim", "cells", "verdict"]

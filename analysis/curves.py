@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from analysis.tables import DEFAULT_DIRECTION, format_mean_std, variant_sort_key
 from analysis.verdicts import Estimate, compare, seed_estimates
 from discrete_priors.io import atomic_path
+from discrete_priors.results import CURVE_SUFFIX  # a final point's metric on the earlier points' sample count
 
 CURVE_EXPERIMENTS = ("samplers", "steps", "ablation")
 PLATEAU_RULE = ("a prior has stopped improving on a metric when the change from the curve point nearest half its "
@@ -42,9 +43,6 @@ def curve_rows(df: pd.DataFrame, experiment: str | None = None) -> pd.DataFrame:
         return df.iloc[0:0]
     rows = df[df["train_step"].notna()]
     return rows if experiment is None else rows[rows["experiment"] == experiment]
-
-
-CURVE_SUFFIX = "@curve"  # experiments/common.py: a final point's metric on the earlier points' sample count
 
 
 def curve_estimates(df: pd.DataFrame, experiment: str, metric: str) -> dict[str, dict[int, Estimate]]:

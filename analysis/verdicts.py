@@ -25,6 +25,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from analysis.tables import aggregate
+from discrete_priors.results import BOOTSTRAP_STD_SUFFIX  # a one-seed cell's sample-set spread, e.g. "fd_bootstrap_std"
 
 Z_DEFAULT = 2.0
 VERDICTS = ("supported", "within noise", "contradicted", "no uncertainty")
@@ -32,8 +33,6 @@ RULE = ("'A better than B' is supported when gap > z·se and contradicted when g
         "otherwise; gap = mean_B − mean_A for a lower-is-better metric (mean_A − mean_B otherwise), "
         "se = sqrt(sd_A²/n_A + sd_B²/n_B) with sd the std over n training seeds (with one seed: the "
         "bootstrap std over the sample set, n = 1); z = {z:g}.")
-# A one-seed cell's sample-set spread: the runners record it as this metric (e.g. "fd_bootstrap_std").
-BOOTSTRAP_STD_SUFFIX = "_bootstrap_std"
 
 
 class Estimate(NamedTuple):

@@ -24,6 +24,12 @@ import torch
 
 from discrete_priors.io import append_text
 
+# Metric-name suffixes the runners write and analysis/ reads (one definition for both sides):
+# <metric>_bootstrap_std: the spread of <metric> over resamples of one cell's sample set (its one-seed
+# uncertainty); <metric>@curve: a curve's last point scored on as many samples as its earlier points.
+BOOTSTRAP_STD_SUFFIX = "_bootstrap_std"
+CURVE_SUFFIX = "@curve"
+
 COLUMNS = ("experiment", "variant", "seed", "train_step", "metric", "value", "extractor", "num_samples", "config_hash",
            "code_version", "machine", "timestamp")
 
@@ -117,6 +123,16 @@ def _step_matches(recorded: str | None, train_step: int | None) -> bool:
     return recorded != "" and int(float(recorded)) == int(train_step)
 
 
+def _cell_rows(path: Path, *, experiment: str, variant: str, seed: int, train_step: int | None):
+    """The CSV rows of one (experiment, variant, seed, train_step) cell; none when there is no file."""
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return [r for r in csv.DictReader(f)
+                if r["experiment"] == experiment and r["variant"] == variant and int(r["seed"]) == seed
+                and _step_matches(r.get("train_step"), train_step)]
+
+
 def has_cell(path: str | Path, *, experiment: str, variant: str, seed: int, config_hash: str | None = None,
              train_step: int | None = None) -> bool:
     """True when rows for this (experiment, variant, seed, train_step) are already in the CSV (reruns
@@ -125,12 +141,8 @@ def has_cell(path: str | Path, *, experiment: str, variant: str, seed: int, conf
     With ``config_hash``, a cell recorded under another config raises instead: mixing rows of two
     configurations in one table would be silently wrong."""
     path = Path(path)
-    if not path.exists():
-        return False
-    with path.open() as f:
-        hashes = {r["config_hash"] for r in csv.DictReader(f)
-                  if r["experiment"] == experiment and r["variant"] == variant and int(r["seed"]) == seed
-                  and _step_matches(r.get("train_step"), train_step)}
+    hashes = {r["config_hash"] for r in _cell_rows(path, experiment=experiment, variant=variant, seed=seed,
+                                                   train_step=train_step)}
     if config_hash is not None and hashes - {config_hash}:
         raise ValueError(f"{path} already holds {experiment}/{variant}/seed {seed}"
                          f"{'' if train_step is None else f'/step {train_step}'} from another configuration "
@@ -141,10 +153,5 @@ def has_cell(path: str | Path, *, experiment: str, variant: str, seed: int, conf
 def cell_values(path: str | Path, *, experiment: str, variant: str, seed: int,
                 train_step: int | None = None) -> dict[str, float]:
     """metric -> value of one recorded (experiment, variant, seed, train_step) cell ({} when it is not there)."""
-    path = Path(path)
-    if not path.exists():
-        return {}
-    with path.open() as f:
-        return {r["metric"]: float(r["value"]) for r in csv.DictReader(f)
-                if r["experiment"] == experiment and r["variant"] == variant and int(r["seed"]) == seed
-                and _step_matches(r.get("train_step"), train_step)}
+    return {r["metric"]: float(r["value"]) for r in _cell_rows(Path(path), experiment=experiment, variant=variant,
+                                                                seed=seed, train_step=train_step)}

@@ -40,7 +40,8 @@ from discrete_priors.data import load_dataset, load_latent_cache
 from discrete_priors.io import read_json, write_json
 from discrete_priors.metrics.speed import count_flops
 from discrete_priors.training import checkpoint as ckpt
-from discrete_priors.results import append_csv, append_rows, cell_values, has_cell, machine, make_rows
+from discrete_priors.results import (BOOTSTRAP_STD_SUFFIX, CURVE_SUFFIX, append_csv, append_rows, cell_values, has_cell,
+                                     machine, make_rows)
 from experiments.presets import (PRESETS, ContinuousBaseline, LrSweep, Preset, PriorRecipe, ScalingGrid, ScalingNet,
                                  get_preset)
 
@@ -366,10 +367,7 @@ def bootstrap_values(preset: Preset, scorer: evaluate.SampleScorer, images: torc
 
     out = bootstrap_quality(scorer.reference_features, scorer.extractor.features(images), metrics=BOOTSTRAP_METRICS,
                             resamples=preset.bootstrap_resamples, seed=seed, fd_method="eigh")
-    return {f"{metric}_bootstrap_std": estimate.std for metric, estimate in out.items()}
-
-
-CURVE_SUFFIX = "@curve"  # a final point's metric on the first curve_samples samples (analysis/curves.py)
+    return {f"{metric}{BOOTSTRAP_STD_SUFFIX}": estimate.std for metric, estimate in out.items()}
 
 
 def curve_subset_values(preset: Preset, scorer: evaluate.SampleScorer, images: torch.Tensor, *, step: int,
@@ -385,7 +383,8 @@ def curve_subset_values(preset: Preset, scorer: evaluate.SampleScorer, images: t
     quality = scorer.quality(subset)
     out = {f"{m}{CURVE_SUFFIX}": quality[m] for m in BOOTSTRAP_METRICS}
     boot = bootstrap_values(preset, scorer, subset, seed=seed)
-    return out | {f"{m}{CURVE_SUFFIX}_bootstrap_std": boot[f"{m}_bootstrap_std"] for m in BOOTSTRAP_METRICS if boot}
+    return out | {f"{m}{CURVE_SUFFIX}{BOOTSTRAP_STD_SUFFIX}": boot[f"{m}{BOOTSTRAP_STD_SUFFIX}"]
+                  for m in BOOTSTRAP_METRICS if boot}
 
 
 def fid_rows(scoring: Scoring, images: torch.Tensor, *, preset: Preset, experiment: str, variant: str, seed: int,
