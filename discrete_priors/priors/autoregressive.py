@@ -198,12 +198,9 @@ class AutoregressivePrior(Prior):
             if guided:
                 logits = sampling.combine_guided(logits, guidance)
             out = codes[:, i] if known_pos is None else None
-            if binary:  # sampling.draw_bits: 1[u < σ(ℓ/τ)], τ = 0: 1[ℓ > 0] with the uniforms drawn all the same
-                uniforms = sampling.uniform(logits.shape, generator, device)
-                if temperature == 0:
-                    drawn = torch.gt(logits, 0, out=out)
-                else:
-                    drawn = torch.lt(uniforms, torch.sigmoid(sampling.temper(logits, temperature)), out=out)
+            if binary:
+                drawn = sampling.draw_bits(logits, temperature=temperature, generator=generator, with_log_prob=False,
+                                           out=out).values
             else:
                 drawn = sampling.draw_categorical(logits, temperature=temperature, top_k=top_k, generator=generator,
                                                   with_log_prob=False).values

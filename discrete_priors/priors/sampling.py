@@ -53,9 +53,12 @@ def normal(shape, generator: torch.Generator | None, device, dtype: torch.dtype 
     return torch.randn(shape, generator=generator, device=source, dtype=dtype).to(device)
 
 
-def bernoulli(one_prob: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-    """{0,1} of one_prob's dtype with P(1) = one_prob (uniforms in that dtype: 1[u < p])."""
-    return (uniform(one_prob.shape, generator, one_prob.device, one_prob.dtype) < one_prob).to(one_prob.dtype)
+def bernoulli(one_prob: torch.Tensor, *, generator: torch.Generator | None = None,
+              out: torch.Tensor | None = None) -> torch.Tensor:
+    """{0,1} of one_prob's dtype with P(1) = one_prob (uniforms in that dtype: 1[u < p]); ``out``:
+    written there instead (e.g. a slice of a sampler's output, of its dtype), and returned."""
+    u = uniform(one_prob.shape, generator, one_prob.device, one_prob.dtype)
+    return (u < one_prob).to(one_prob.dtype) if out is None else torch.lt(u, one_prob, out=out)
 
 
 # -- temperature -------------------------------------------------------------------------------
@@ -93,15 +96,16 @@ class Draw(NamedTuple):
 
 
 def draw_bits(logits: torch.Tensor, *, temperature: float = 1.0, generator: torch.Generator | None = None,
-              with_log_prob: bool = True) -> Draw:
+              with_log_prob: bool = True, out: torch.Tensor | None = None) -> Draw:
     """Independent bits with P(1) = σ(ℓ/τ), logits (..., c); τ = 0: 1[ℓ > 0] (uniforms drawn all the same).
-    ``with_log_prob=False``: log_prob is None (not computed; the same bits)."""
+    ``with_log_prob=False``: log_prob is None (not computed; the same bits). ``out``: the bits are
+    written there (a sampler's output slice: no allocation per step), the same numbers."""
     if temperature == 0:
         uniform(logits.shape, generator, logits.device, logits.dtype)  # keep the generator's stream aligned
-        bits = (logits > 0).to(logits.dtype)
+        bits = (logits > 0).to(logits.dtype) if out is None else torch.gt(logits, 0, out=out)
     else:
         logits = temper(logits, temperature)
-        bits = bernoulli(torch.sigmoid(logits), generator=generator)
+        bits = bernoulli(torch.sigmoid(logits), generator=generator, out=out)
     if not with_log_prob:
         return Draw(bits, None)
     log_prob = -torch.nn.functional.binary_cross_entropy_with_logits(logits, bits, reduction="none").sum(-1)
