@@ -38,11 +38,13 @@ Variants that name the same model and sampling options (``target=residual/vlb=0`
 per run and recorded under each name: they are the same samples. Priors live under
 ``<out>/priors/ablation-<model>-binary-c<bits>-seed<k>/``.
 
-Seeds and learning curves: the ``target=…/vlb=…`` cells (the target × λ grid) are trained for every
-seed of ``preset.seeds`` (on the one shared autoencoder) and evaluated at every learning-curve step
-(``train_step``; ``preset.samples_at(step)`` samples before the last, with ``train_flops`` and
-``train_seconds``). The other cells (reverse, balance, final step, schedule) keep one seed, the
-first of ``preset.seeds``, evaluated at the full budget only (their tables' ``seeds`` column says 1).
+Seeds and learning curves: the ``target=…/vlb=…`` cells at λ ∈ :data:`SEEDED_VLB_WEIGHTS` (0 and 0.1:
+the target × λ grid a claim is judged on) are trained for every seed of ``preset.seeds`` (on the
+one shared autoencoder) and evaluated at every learning-curve step (``train_step``;
+``preset.samples_at(step)`` samples before the last, with ``train_flops`` and ``train_seconds``).
+The other cells (the other λ, reverse, balance, final step, schedule) keep one seed, the first of
+``preset.seeds``, evaluated at the full budget only (their tables' ``seeds`` column says 1), after
+every seed's grid: a run stopped early has the seeded grid first.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from experiments.common import (Preset, bootstrap_values, curve_point, curve_sub
 TARGETS = ("direct", "x0", "residual")
 VLB_WEIGHTS = {"smoke": (0.0, 0.1)}
 DEFAULT_VLB_WEIGHTS = (0.0, 0.01, 0.1, 1.0)
+SEEDED_VLB_WEIGHTS = (0.0, 0.1)  # the λ of the target grid with seeds and curves (see seeded_vlb_weights)
 METRICS = ("fd", "precision", "recall")
 FINAL_STEP_STEPS = 16  # the last-step comparison at this S (capped at T) and at S = T
 
@@ -109,9 +112,18 @@ def cells(preset: Preset) -> list[Cell]:
     return rows
 
 
-def curve_cell(cell: Cell) -> bool:
-    """Whether ``cell`` is of the target × λ grid (every seed, every learning-curve step)."""
-    return cell.variant.startswith("target=")
+def curve_cell(cell: Cell, preset: Preset) -> bool:
+    """Whether ``cell`` is of the seeded target × λ grid (every seed, every learning-curve step):
+    every target at the λ of :func:`seeded_vlb_weights`."""
+    if not cell.variant.startswith("target="):
+        return False
+    return float(cell.variant.rpartition("vlb=")[2]) in seeded_vlb_weights(preset)
+
+
+def seeded_vlb_weights(preset: Preset) -> tuple[float, ...]:
+    """The λ of the target grid trained for every seed along the curve; the other λ keep one seed at
+    the full budget, like the other ablations (the budget: 4 new models per seed instead of 8)."""
+    return tuple(lam for lam in vlb_weights(preset) if lam in SEEDED_VLB_WEIGHTS)
 
 
 def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = None) -> None:
@@ -124,9 +136,11 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
     recipe_final = {k: v for k, v in preset.prior_recipes["bernoulli"].kwargs.items() if k == "final_step"}
     last = preset.prior_steps
 
-    for seed in preset.seeds:
-        wanted = [(c, k) for c in cells(preset) if curve_cell(c) or seed == preset.seeds[0]
-                  for k in (preset.curve_steps() if curve_cell(c) else [last])]
+    # every seed's curve cells first, then the one-seed cells of the first seed (the budget's order)
+    passes = [(seed, [(c, k) for c in cells(preset) if curve_cell(c, preset) for k in preset.curve_steps()])
+              for seed in preset.seeds]
+    passes.append((preset.seeds[0], [(c, last) for c in cells(preset) if not curve_cell(c, preset)]))
+    for seed, wanted in passes:
         todo = [(c, k) for c, k in wanted
                 if not done(out, preset=preset, experiment="ablation", variant=c.variant, seed=seed, train_step=k)]
         if not todo:
@@ -150,7 +164,7 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
                 quality = scoring.scorer(samples.images, memorisation=False)
                 evaluated[key] = ({k: quality[k] for k in METRICS} | point.values()
                                   | bootstrap_values(preset, scoring.scorer, samples.images, seed=seed))
-                if curve_cell(cell):
+                if curve_cell(cell, preset):
                     evaluated[key] |= curve_subset_values(preset, scoring.scorer, samples.images, step=step, seed=seed)
             record(out, experiment="ablation", variant=cell.variant, seed=seed, values=evaluated[key],
                    extractor=scoring.extractor.name, num_samples=preset.samples_at(step), preset=preset,

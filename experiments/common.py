@@ -15,8 +15,10 @@ retrained, and a (experiment, variant, seed, train_step) cell already in results
 
 Seeds: the autoencoders and latent caches are trained once, at :data:`AE_SEED` (data seed 0); each
 seed of ``preset.seeds`` trains its own priors on them (the prior seed and the autoencoder seed are
-separate, so the spread over seeds is the priors' alone). The reconstruction runner, whose rows are
-the autoencoders, is the exception: it trains one autoencoder per seed.
+separate, so the spread over seeds is the priors' alone). The reconstruction runner's rows are those
+autoencoders, at AE_SEED alone (one seed, labelled in its table). Which rows are trained for every
+seed and which for the first seed only (the reference rows, the other ablations, the speed table)
+is each runner's choice, stated in its docstring: the issue-15 budget.
 """
 
 from __future__ import annotations

@@ -65,6 +65,13 @@ def variants(preset: Preset, *, priors=PRIORS, vq_priors=VQ_PRIORS, continuous: 
     return rows
 
 
+def is_reference(row: Row) -> bool:
+    """A reference row of another pipeline (VQ tokens, KL-regularised continuous latents): trained
+    for the first seed only. The comparison on the shared binary codes and the plain continuous
+    baseline are trained for every seed."""
+    return row.on_vq or bool(row.kl)
+
+
 def run(preset: Preset, out: Path, *, priors=PRIORS, vq_priors=VQ_PRIORS, continuous: bool = True, data_dir=None,
         progress: bool | None = None) -> None:
     out = Path(out)
@@ -80,41 +87,45 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, vq_priors=VQ_PRIORS, contin
                            if row.on_vq else shared_binary_latents(preset, out, data_dir=data_dir))
         return cached[key]
 
-    for seed in preset.seeds:
-        if not done(out, preset=preset, experiment="samplers", variant="real", seed=seed):
-            values = scoring.scorer.real_row(preset.num_samples)
-            n = min(len(scoring.train), preset.num_samples)
-            record(out, experiment="samplers", variant="real", seed=seed, values=values,
-                   extractor=scoring.extractor.name, num_samples=n, preset=preset,
-                   extra_rows=fid_rows(scoring, scoring.train[:n], preset=preset, experiment="samplers",
-                                       variant="real", seed=seed))
-        for variant, row in rows.items():
-            todo = pending_steps(out, preset=preset, experiment="samplers", variant=variant, seed=seed)
-            if not todo:
-                continue
-            latents, extra = latents_of(row), {}
-            if row.kl is not None:
-                prior_dir = ensure_gaussian_prior(preset, out, latents=latents, seed=seed)
-                spec = load_latent_cache(latents.latents / "test.safetensors").spec
-                extra = {"latent_dim": spec.channels, "bits_per_image": spec.bits}
-            else:
-                prior_dir = ensure_samplers_prior(preset, out, latents=latents, prior=row.prior, seed=seed)
-            lr = tuned_lr(preset, out, prior=row.prior, latents=latents.latents)
-            for step in todo:
-                point = curve_point(preset, prior_dir, step, latents=latents.latents)
-                final = step == preset.prior_steps
-                name = f"{variant.replace('/', '_')}-seed{seed}" + ("" if final else f"-step{step}")
-                scored = evaluate_prior(preset, point, latents, scoring.scorer, seed=seed, progress=progress,
-                                        samples_dir=out / "samples" / "samplers" / name, final=final)
-                images = scored.samples.images
-                values = (scored.row | bootstrap_values(preset, scoring.scorer, images, seed=seed) | extra
-                          | curve_subset_values(preset, scoring.scorer, images, step=step, seed=seed)
-                          | point.values() | {"lr": lr})
-                fid = fid_rows(scoring, scored.samples.images, preset=preset, experiment="samplers", variant=variant,
-                               seed=seed, train_step=step) if final else []
-                record(out, experiment="samplers", variant=variant, seed=seed, values=values,
-                       extractor=scoring.extractor.name, num_samples=preset.samples_at(step), preset=preset,
-                       train_step=step, extra_rows=fid)
+    first = preset.seeds[0]
+    if not done(out, preset=preset, experiment="samplers", variant="real", seed=first):
+        values = scoring.scorer.real_row(preset.num_samples)  # held-out real images: no seed of its own
+        n = min(len(scoring.train), preset.num_samples)
+        record(out, experiment="samplers", variant="real", seed=first, values=values,
+               extractor=scoring.extractor.name, num_samples=n, preset=preset,
+               extra_rows=fid_rows(scoring, scoring.train[:n], preset=preset, experiment="samplers",
+                                   variant="real", seed=first))
+    # every seed's comparison rows first, then the one-seed reference rows (the budget's order)
+    jobs = [(seed, variant) for seed in preset.seeds for variant in rows if not is_reference(rows[variant])]
+    jobs += [(first, variant) for variant in rows if is_reference(rows[variant])]
+    for seed, variant in jobs:
+        row = rows[variant]
+        todo = pending_steps(out, preset=preset, experiment="samplers", variant=variant, seed=seed)
+        if not todo:
+            continue
+        latents, extra = latents_of(row), {}
+        if row.kl is not None:
+            prior_dir = ensure_gaussian_prior(preset, out, latents=latents, seed=seed)
+            spec = load_latent_cache(latents.latents / "test.safetensors").spec
+            extra = {"latent_dim": spec.channels, "bits_per_image": spec.bits}
+        else:
+            prior_dir = ensure_samplers_prior(preset, out, latents=latents, prior=row.prior, seed=seed)
+        lr = tuned_lr(preset, out, prior=row.prior, latents=latents.latents)
+        for step in todo:
+            point = curve_point(preset, prior_dir, step, latents=latents.latents)
+            final = step == preset.prior_steps
+            name = f"{variant.replace('/', '_')}-seed{seed}" + ("" if final else f"-step{step}")
+            scored = evaluate_prior(preset, point, latents, scoring.scorer, seed=seed, progress=progress,
+                                    samples_dir=out / "samples" / "samplers" / name, final=final)
+            images = scored.samples.images
+            values = (scored.row | bootstrap_values(preset, scoring.scorer, images, seed=seed) | extra
+                      | curve_subset_values(preset, scoring.scorer, images, step=step, seed=seed)
+                      | point.values() | {"lr": lr})
+            fid = fid_rows(scoring, scored.samples.images, preset=preset, experiment="samplers", variant=variant,
+                           seed=seed, train_step=step) if final else []
+            record(out, experiment="samplers", variant=variant, seed=seed, values=values,
+                   extractor=scoring.extractor.name, num_samples=preset.samples_at(step), preset=preset,
+                   train_step=step, extra_rows=fid)
 
 
 def evaluate_prior(preset: Preset, point: CurvePoint, latents: SharedLatents, quality: evaluate.SampleScorer, *,

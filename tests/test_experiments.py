@@ -440,7 +440,7 @@ def test_curve_rows_at_each_fraction_with_growing_step_and_compute(experiment_di
     curve_variants = {
         "samplers": set(samplers.variants(smoke)),
         "steps": {f"{p}/S={s}" for p in steps.PRIORS for s in steps.curve_counts(smoke, p)},
-        "ablation": {c.variant for c in ablation.cells(smoke) if ablation.curve_cell(c)}}
+        "ablation": {c.variant for c in ablation.cells(smoke) if ablation.curve_cell(c, smoke)}}
     assert "bernoulli-T256/S=16" in curve_variants["steps"] and "bernoulli-T256/S=256" in curve_variants["steps"]
     for experiment, variants in curve_variants.items():
         flops, seconds = _curves(df, experiment, "train_flops"), _curves(df, experiment, "train_seconds")
