@@ -32,7 +32,8 @@ The baseline model (residual, λ = 0, linear schedule, no balancing) is the samp
 Bernoulli prior: same recipe, same latents; its ``default_steps`` differs but every ablation
 row passes S = T explicitly.
 
-Rows: fd, precision, recall on classifier features of ``num_samples`` samples, temperature 1.
+Rows: fd, precision, recall on classifier features of ``num_samples`` samples, temperature 1; at the
+full budget of the seeded target × λ grid also the Inception FID (metric ``fid``, when installed).
 Variants that name the same model and sampling options (``target=residual/vlb=0``,
 ``reverse=mixture/balance=none``, ``final=<the recipe's>/S=T``, ``schedule=linear``) are evaluated once
 per run and recorded under each name: they are the same samples. Priors live under
@@ -54,7 +55,7 @@ from typing import NamedTuple
 
 from discrete_priors import pipeline
 from experiments.common import (Preset, bootstrap_values, curve_point, curve_subset_values, done, ensure_prior,
-                                ensure_samplers_prior, record, scoring_for, shared_binary_latents)
+                                ensure_samplers_prior, fid_rows, record, scoring_for, shared_binary_latents)
 
 TARGETS = ("direct", "x0", "residual")
 VLB_WEIGHTS = {"smoke": (0.0, 0.1)}
@@ -126,6 +127,14 @@ def seeded_vlb_weights(preset: Preset) -> tuple[float, ...]:
     return tuple(lam for lam in vlb_weights(preset) if lam in SEEDED_VLB_WEIGHTS)
 
 
+def passes(preset: Preset) -> list[tuple[int, list[tuple[Cell, int]]]]:
+    """(seed, its (cell, train_step) list) in training order: every seed's seeded grid along the curve,
+    then the first seed's one-seed cells at the full budget."""
+    grid = [(seed, [(c, k) for c in cells(preset) if curve_cell(c, preset) for k in preset.curve_steps()])
+            for seed in preset.seeds]
+    return grid + [(preset.seeds[0], [(c, preset.prior_steps) for c in cells(preset) if not curve_cell(c, preset)])]
+
+
 def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = None) -> None:
     out = Path(out)
     scoring = scoring_for(preset, out, data_dir=data_dir)
@@ -134,13 +143,8 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
     # the recipe's last step spelled out, so that final=<it>/S=T and the cells sampled with the
     # model's own options share one evaluation (the same samples)
     recipe_final = {k: v for k, v in preset.prior_recipes["bernoulli"].kwargs.items() if k == "final_step"}
-    last = preset.prior_steps
 
-    # every seed's curve cells first, then the one-seed cells of the first seed (the budget's order)
-    passes = [(seed, [(c, k) for c in cells(preset) if curve_cell(c, preset) for k in preset.curve_steps()])
-              for seed in preset.seeds]
-    passes.append((preset.seeds[0], [(c, last) for c in cells(preset) if not curve_cell(c, preset)]))
-    for seed, wanted in passes:
+    for seed, wanted in passes(preset):
         todo = [(c, k) for c, k in wanted
                 if not done(out, preset=preset, experiment="ablation", variant=c.variant, seed=seed, train_step=k)]
         if not todo:
@@ -148,6 +152,7 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
         binary = shared_binary_latents(preset, out, data_dir=data_dir)
         ae = pipeline.load_autoencoder(binary.ae_dir)
         evaluated: dict[tuple, dict] = {}  # (model, step, sampling options) -> metrics: identical samples, computed once
+        images, fids = {}, {}  # the same key -> its samples, and the Inception FID of them (computed once)
         for cell, step in sorted(todo, key=lambda ck: ck[1]):
             options = {"steps": timesteps} | recipe_final | cell.sample_kwargs
             key = (cell.model, step, tuple(sorted(options.items())))
@@ -166,6 +171,10 @@ def run(preset: Preset, out: Path, *, data_dir=None, progress: bool | None = Non
                                   | bootstrap_values(preset, scoring.scorer, samples.images, seed=seed))
                 if curve_cell(cell, preset):
                     evaluated[key] |= curve_subset_values(preset, scoring.scorer, samples.images, step=step, seed=seed)
+                images[key], fids[key] = samples.images, {}
+            final = curve_cell(cell, preset) and step == preset.prior_steps  # the seeded grid's last point
+            fid = fid_rows(scoring, images[key], preset=preset, experiment="ablation", variant=cell.variant, seed=seed,
+                           train_step=step, cache=fids[key]) if final else []
             record(out, experiment="ablation", variant=cell.variant, seed=seed, values=evaluated[key],
                    extractor=scoring.extractor.name, num_samples=preset.samples_at(step), preset=preset,
-                   train_step=step)
+                   train_step=step, extra_rows=fid)

@@ -390,13 +390,17 @@ def curve_subset_values(preset: Preset, scorer: evaluate.SampleScorer, images: t
 
 
 def fid_rows(scoring: Scoring, images: torch.Tensor, *, preset: Preset, experiment: str, variant: str, seed: int,
-             train_step: int | None = None) -> list[dict]:
+             train_step: int | None = None, cache: dict | None = None) -> list[dict]:
     """The ``fid`` row of ``images`` (Inception feature space, its extractor named in the row) of one
-    cell, for :func:`record`'s ``extra_rows``; no row when FID is off or not installed."""
+    cell, for :func:`record`'s ``extra_rows``; no row when FID is off or not installed. ``cache``:
+    a dict the metrics of these images are kept in, for cells that record the same samples."""
     if scoring.fid is None:
         return []
     images = images[:preset.fid_samples]
-    return make_rows(experiment=experiment, variant=variant, seed=seed, metrics=scoring.fid(images),
+    if cache is None or "fid" not in cache:
+        cache = {} if cache is None else cache
+        cache["fid"] = scoring.fid(images)
+    return make_rows(experiment=experiment, variant=variant, seed=seed, metrics=cache["fid"],
                      extractor=scoring.fid.name, num_samples=len(images), config_hash=cell_hash(preset, variant),
                      train_step=train_step)
 

@@ -21,8 +21,11 @@ autoencoder of the same backbone. Their NLL is the float16-discretised VLB in bi
 ``bits_per_image`` (N·d·16, float16 storage) state the size of their codes. These rows carry the
 continuous baseline's config hash (:meth:`Preset.continuous_hash`).
 
-Learning curves and seeds: every prior is trained once per seed of ``preset.seeds`` (all on the one
-autoencoder and latent cache of :data:`~experiments.common.AE_SEED`) and evaluated from its EMA
+Learning curves and seeds: the priors on the shared binary codes and the Gaussian baseline on the plain
+continuous latents are trained once per seed of ``preset.seeds``, the reference rows (VQ tokens, KL
+latents: :func:`is_reference`) for the first seed only, after every seed's comparison rows (all on
+the one autoencoder and latent cache of :data:`~experiments.common.AE_SEED` per latent space; the
+``real`` row, which trains nothing, once) and evaluated from its EMA
 weights at each step of ``preset.curve_steps()`` (fractions ``curve_fractions`` of its budget):
 rows with ``train_step`` = that step, FD / precision / recall / density / coverage (with the
 bootstrap std over the sample set of the first three, ``<metric>_bootstrap_std``), the NLL, and
@@ -72,6 +75,13 @@ def is_reference(row: Row) -> bool:
     return row.on_vq or bool(row.kl)
 
 
+def schedule(preset: Preset, rows: dict[str, Row]) -> list[tuple[int, str]]:
+    """(seed, variant) of every trained row, in training order: each seed's comparison rows, then
+    the reference rows of the first seed (a run stopped early has the seeded comparison first)."""
+    jobs = [(seed, variant) for seed in preset.seeds for variant, row in rows.items() if not is_reference(row)]
+    return jobs + [(preset.seeds[0], variant) for variant, row in rows.items() if is_reference(row)]
+
+
 def run(preset: Preset, out: Path, *, priors=PRIORS, vq_priors=VQ_PRIORS, continuous: bool = True, data_dir=None,
         progress: bool | None = None) -> None:
     out = Path(out)
@@ -95,10 +105,7 @@ def run(preset: Preset, out: Path, *, priors=PRIORS, vq_priors=VQ_PRIORS, contin
                extractor=scoring.extractor.name, num_samples=n, preset=preset,
                extra_rows=fid_rows(scoring, scoring.train[:n], preset=preset, experiment="samplers",
                                    variant="real", seed=first))
-    # every seed's comparison rows first, then the one-seed reference rows (the budget's order)
-    jobs = [(seed, variant) for seed in preset.seeds for variant in rows if not is_reference(rows[variant])]
-    jobs += [(first, variant) for variant in rows if is_reference(rows[variant])]
-    for seed, variant in jobs:
+    for seed, variant in schedule(preset, rows):
         row = rows[variant]
         todo = pending_steps(out, preset=preset, experiment="samplers", variant=variant, seed=seed)
         if not todo:

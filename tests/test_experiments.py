@@ -268,6 +268,41 @@ def test_preset_hashes_are_the_ones_the_committed_records_carry():
     assert {name: preset.hash() for name, preset in common.PRESETS.items() if name in PINNED_HASHES} == PINNED_HASHES
 
 
+def test_seeds_do_not_move_the_hash():
+    """The seeds say which rows there are, each row carries its seed: a 3-seed run records its seed-0
+    rows under the hash of the 1-seed records, and extends them."""
+    cpu = common.get_preset("cpu")
+    assert cpu.seeds == (0, 1, 2)
+    assert {replace(cpu, seeds=s).hash() for s in ((0,), (0, 1, 2), (7, 3))} == {PINNED_HASHES["cpu"]}
+    assert replace(cpu, prior_steps=1501).hash() != PINNED_HASHES["cpu"]  # the hash still sees the recipe
+
+
+def test_the_budget_trains_seeded_comparisons_first_and_references_at_one_seed():
+    """Issue 15's cut (experiments/samplers.py, ablation.py): every seed's comparison rows, then the
+    first seed's reference rows and one-seed ablations, so a run stopped early has the seeded part."""
+    cpu = common.get_preset("cpu")
+    rows = samplers.variants(cpu)
+    jobs = samplers.schedule(cpu, rows)
+    references = {v for v, row in rows.items() if samplers.is_reference(row)}
+    assert references == {"absorbing/latents=vq-K256", "autoregressive/latents=vq-K256",
+                          "gaussian/latents=continuous-d8-kl"}
+    seeded = [(s, v) for s, v in jobs if v not in references]
+    assert seeded == [(s, v) for s in (0, 1, 2) for v in ("bernoulli", "absorbing", "autoregressive",
+                                                          "gaussian/latents=continuous-d8")]
+    assert jobs[len(seeded):] == [(0, v) for v in rows if v in references]  # after them, seed 0 only
+    passes = ablation.passes(cpu)
+    assert [seed for seed, _ in passes] == [0, 1, 2, 0]
+    for seed, cells in passes[:3]:  # the seeded grid: every target at λ 0 and 0.1, at every curve step
+        assert {(c.variant, k) for c, k in cells} == {(f"target={t}/vlb={lam}", k) for t in ablation.TARGETS
+                                                      for lam in ("0", "0.1") for k in cpu.curve_steps()}
+        trained = {c.model for c, _ in cells} - {ablation.BASELINE}  # the baseline is the samplers prior
+        assert len(trained) == 4  # direct (one model for every λ), x0 at two λ, residual at 0.1
+    one_seed = passes[3][1]
+    assert {k for _, k in one_seed} == {cpu.prior_steps}
+    assert {c.variant for c, _ in one_seed} >= {"target=x0/vlb=0.01", "target=residual/vlb=1", "schedule=cosine"}
+    assert not {c.variant for c, _ in one_seed} & {c.variant for c, _ in passes[0][1]}
+
+
 def test_scaling_grid_changes_only_the_scaling_hash():
     cpu = common.get_preset("cpu")
     other = replace(cpu, scaling=common.ScalingGrid(bits=(8,)))
@@ -547,9 +582,9 @@ def test_seeds_share_one_autoencoder_and_fid_is_recorded_at_the_last_point(exper
     assert sorted(fd.index) == [0, 1] and fd[0] != fd[1]  # two priors, two sample sets
     fid = df[df["metric"] == "fid"]
     assert set(fid["extractor"]) == {"inception-tf-2015"} and fid["value"].map(math.isfinite).all()
-    # the final point of each seed and the real row of each seed, nothing at step 30
+    # the final point of each seed, the real row once (it trains nothing), nothing at step 30
     assert sorted(zip(fid["variant"], fid["seed"], fid["train_step"].fillna(-1))) == \
-        [("bernoulli", 0, 60), ("bernoulli", 1, 60), ("real", 0, -1), ("real", 1, -1)]
+        [("bernoulli", 0, 60), ("bernoulli", 1, 60), ("real", 0, -1)]
     assert (tmp_path / "inception").is_dir()  # the reference statistics, kept for the next runner
     # fewer samples before the last point; the last one is scored again on its first 32 (fd@curve)
     bern = df[df["variant"] == "bernoulli"]
