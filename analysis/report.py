@@ -40,13 +40,13 @@ from discrete_priors.io import atomic_path
 MATCH_REL_TOL = 0.10         # claim 3: "matches" = within 10% of absorbing's fd ...
 PAPER_LAMBDA = 0.1           # claim 2: the paper's λ, compared with λ = 0 when it was run
 
-SECTIONS = {  # experiment -> (title, metrics in preferred order, plot)
+SECTIONS = {  # experiment -> (title, the metrics the report shows, in order, plot); the table files hold every metric
     "reconstruction": ("Reconstruction by latent format (paper Table 4)",
                        ["psnr", "ssim", "rfd", "bits_per_image", "perplexity", "code_usage", "bit_entropy"], None),
     "samplers": ("Alternative samplers on identical binary latents, with the continuous-latent (Gaussian "
                  "diffusion) reference rows (paper Table 5)",
-                 ["fd", "precision", "recall", "nll_bits_per_bit", "nll_bits_per_dim", "nn_distance",
-                  "frac_closer_than_test", "samples_per_s", "params", "latent_dim", "bits_per_image", "lr"],
+                 ["fd", "fid", "precision", "recall", "density", "coverage", "nll_bits_per_bit", "nll_bits_per_dim",
+                  "frac_closer_than_test", "samples_per_s", "params", "lr", "train_seconds"],
                  partial(plots.ablation_bars, experiment="samplers")),
     "efficiency": ("Sampling efficiency (paper Table 6)", ["samples_per_s", "nfe_per_sample", "batch_size"],
                    plots.speed_bars),
@@ -75,14 +75,20 @@ def _shown(e: Estimate) -> str:
 
 
 def _combined(verdicts: list[str]) -> str:
-    """One verdict from the comparisons of a claim: supported / not supported when all agree beyond
-    noise, within noise / no uncertainty when all are, partly supported otherwise."""
+    """One verdict from the comparisons of a claim: supported / not supported / within noise / no
+    uncertainty when all comparisons agree; partly supported when some are supported and the others
+    not (contradicted, within noise or unjudged); not supported when none is supported and some are
+    contradicted; within noise when none is beyond noise and some could be judged."""
     if not verdicts:
         return "not measured"
     words = {"supported": "supported", "contradicted": "not supported", "within noise": "within noise",
              "no uncertainty": "no uncertainty"}
     kinds = set(verdicts)
-    return words[kinds.pop()] if len(kinds) == 1 else "partly supported"
+    if len(kinds) == 1:
+        return words[kinds.pop()]
+    if "supported" in kinds:
+        return "partly supported"
+    return "not supported" if "contradicted" in kinds else "within noise"
 
 
 def _along_curve(df: pd.DataFrame, experiment: str, a: str, b: str, *, lower_is_better: bool = True,
@@ -318,8 +324,13 @@ def _experiment_lines(df: pd.DataFrame, experiment: str, out_dir: Path) -> list[
     for suffix, text in ((".md", to_markdown(table)), (".tex", to_latex(table, caption=title, label=f"tab:{experiment}"))):
         with atomic_path(out_dir / "tables" / f"{experiment}{suffix}") as tmp:
             tmp.write_text(text)
+    shown = [m for m in preferred if m in metrics]
+    rest = [m for m in metrics if m not in shown]
+    if shown and rest:  # the report keeps the section's columns; the files keep every metric
+        table = table[["variant", *shown, "seeds"]]
+    files = f"Files: [Markdown](tables/{experiment}.md) · [LaTeX](tables/{experiment}.tex)"
     lines = [f"## {title}", "", to_markdown(table),
-             f"Files: [Markdown](tables/{experiment}.md) · [LaTeX](tables/{experiment}.tex)", ""]
+             files + (f" (also: {', '.join(f'`{m}`' for m in rest)})" if shown and rest else ""), ""]
     if plot is not None:
         try:
             path = plot(df, out_dir / "plots" / f"{experiment}.png")

@@ -224,12 +224,29 @@ def test_partial_and_tolerance_rules(tmp_path):
     assert [line.endswith(": matches") for line in claims[2].evidence] == [True, False]
 
 
-def test_report_numbers_are_means_and_stds_of_the_csv(reports):
-    csv, report = reports["supported"]
-    df = pd.read_csv(csv)
-    checked = 0
-    for block in re.findall(r"^## (.*?)\n\n((?:\|.*\n)+)", report.read_text(), flags=re.M):
-        lines = block[1].strip().split("\n")
+def test_a_claim_with_one_comparison_contradicted_and_none_supported_is_not_supported(tmp_path):
+    """Claim 8 (Table 5): Bernoulli 20 vs absorbing 10 is contradicted beyond noise (gap -10, 2·se = 0.02
+    with bootstrap std 0.01), Bernoulli 20 vs autoregressive 20.01 is within noise (gap 0.01 < 0.028):
+    nothing holds, so the claim is not supported — never 'partly'. With autoregressive at 30 one
+    comparison holds and the claim is partly supported."""
+    def claim8(autoregressive_fd):
+        grid = {("samplers", "bernoulli"): {"fd": 20.0}, ("samplers", "absorbing"): {"fd": 10.0},
+                ("samplers", "autoregressive"): {"fd": autoregressive_fd}}
+        grid = {key: metrics | {"fd_bootstrap_std": 0.01} for key, metrics in grid.items()}
+        claims = evaluate_claims(load_results(write_csv(tmp_path / f"{autoregressive_fd}.csv", grid, seeds=(0.0,))))
+        return [c for c in claims if "identical binary latents" in c.title][0]
+    within = claim8(20.01)
+    assert [line.split(": ")[-1].split(" (")[0] for line in within.evidence] == ["contradicted", "within noise"]
+    assert within.verdict == "not supported"
+    assert claim8(30.0).verdict == "partly supported"
+
+
+def _checked_cells(tables: list[str], df: pd.DataFrame) -> set:
+    """(variant, metric, mean or std) of every number in the Markdown tables, each asserted to be the
+    CSV's mean (or sample std) rounded to its printed decimals."""
+    checked = set()
+    for table in tables:
+        lines = table.strip().split("\n")
         if not lines[0].startswith("| variant"):
             continue
         header = [c.strip().split(" ")[0] for c in lines[0].strip("|").split("|")]
@@ -242,13 +259,24 @@ def test_report_numbers_are_means_and_stds_of_the_csv(reports):
                 values = df.loc[(df["variant"] == variant) & (df["metric"] == metric), "value"]
                 experiment = df.loc[values.index, "experiment"].unique()
                 assert len(experiment) == 1, (variant, metric)
-                for text, expected in zip(cell.split(" ± "), (values.mean(), values.std(ddof=1))):
+                for kind, text, expected in zip(("mean", "std"), cell.split(" ± "), (values.mean(), values.std(ddof=1))):
                     decimals = len(text.split(".")[1]) if "." in text else 0
                     # the printed number is the CSV's mean (or std) rounded to the printed decimals
                     assert abs(float(text) - expected) <= 0.5 * 10 ** -decimals + 1e-9, (variant, metric, text)
-                    checked += 1
+                    checked.add((variant, metric, kind))
             assert cells[-1] == str(df.loc[df["variant"] == variant, "seed"].nunique())
-    assert checked == 2 * sum(len(m) for m in SUPPORTED.values())  # every measured cell: a mean and a std
+    return checked
+
+
+def test_report_numbers_are_means_and_stds_of_the_csv(reports):
+    csv, report = reports["supported"]
+    df = pd.read_csv(csv)
+    in_report = _checked_cells([b[1] for b in re.findall(r"^## (.*?)\n\n((?:\|.*\n)+)", report.read_text(), flags=re.M)], df)
+    in_files = _checked_cells([p.read_text() for p in sorted((report.parent / "tables").glob("*.md"))], df)
+    assert len(in_files) == 2 * sum(len(m) for m in SUPPORTED.values())  # every measured cell: a mean and a std
+    # the report shows each section's chosen columns, the files every metric
+    assert in_report <= in_files and ("bernoulli", "fd", "std") in in_report
+    assert len(in_report) >= len(in_files) // 2
 
 
 def test_report_links_existing_files_and_states_the_scale(reports):
