@@ -299,7 +299,8 @@ def budget_lines(results_dir: Path) -> list[str]:
     if timings.is_file():
         runs = pd.read_csv(timings)
         lines += ["Wall time per runner (every invocation, from `timings.csv`; a rerun that finds its cells "
-                  "cached logs its own short line):", "",
+                  "cached logs its own short line; `<runner> (stopped)`: an invocation stopped before its end, resumed "
+                  "by a later one):", "",
                   "| runner | invocations | total min | first min | last min | machine |", "| :-- | --: | --: | --: | --: | :-- |"]
         for runner, rows in runs.groupby("runner", sort=False):
             seconds = rows["seconds"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import time
 from pathlib import Path
 
@@ -58,10 +59,17 @@ def main(argv=None) -> int:
     preset = with_available_data(preset, data_dir=args.data_dir)
     out = Path(args.out)
     write_json(out / "preset.json", asdict(preset) | {"hash": preset.hash()})  # the scale, for the report
+    # a stopped run (SIGTERM from a scheduler, Ctrl-C) still logs the time it spent, as "<runner> (stopped)":
+    # resumed runs leave their whole cost in timings.csv
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     for name in ALL if args.name == "all" else (args.name,):
         start = time.perf_counter()
         module, _, function = RUNNERS[name].partition(":")
-        getattr(importlib.import_module(module), function or "run")(preset, out, data_dir=args.data_dir)
+        try:
+            getattr(importlib.import_module(module), function or "run")(preset, out, data_dir=args.data_dir)
+        except (KeyboardInterrupt, SystemExit):
+            log_timing(out, runner=f"{name} (stopped)", seconds=time.perf_counter() - start, preset=preset)
+            raise
         seconds = time.perf_counter() - start
         log_timing(out, runner=name, seconds=seconds, preset=preset)
         print(f"{name}: {seconds / 60:.1f} min", flush=True)

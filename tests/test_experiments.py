@@ -633,3 +633,31 @@ def test_curve_settings_are_checked_and_stay_out_of_the_hash():
     for bad in ((1 / 2,), (1, 1 / 2), (0, 1), ()):
         with pytest.raises(ValueError, match="curve_fractions"):
             replace(cpu, curve_fractions=bad)
+
+
+def test_a_stopped_runner_still_logs_its_wall_time(tmp_path, monkeypatch):
+    """SIGTERM (a scheduler's stop) mid-runner: the exit status says so, the time spent is in
+    timings.csv as '<runner> (stopped)', so a resumed protocol's whole cost stays on record."""
+    import os
+    import signal
+    import sys
+    import types
+
+    from experiments import __main__ as cli
+
+    def stopped(preset, out, *, data_dir=None):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    module = types.ModuleType("stopped_runner")
+    module.run = stopped
+    monkeypatch.setitem(sys.modules, "stopped_runner", module)
+    monkeypatch.setitem(cli.RUNNERS, "sanity", "stopped_runner")
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as stop:
+            experiments_main(["sanity", "--preset", "smoke", "--out", str(tmp_path)])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stop.value.code == 128 + signal.SIGTERM
+    timings = pd.read_csv(tmp_path / "timings.csv")
+    assert list(timings["runner"]) == ["sanity (stopped)"] and timings["seconds"].iloc[0] >= 0
