@@ -23,9 +23,25 @@ RUNNERS = {"samplers": "experiments.samplers", "steps": "experiments.steps", "ef
 ALL = ("samplers", "steps", "ablation", "efficiency", "reconstruction", "figures")
 
 
+def _preset_record(path: Path, preset) -> dict:
+    """``preset.json``'s content: the preset and its hash. Seeds are not in the hash, so invocations
+    with different ``--seeds`` share one directory; the record keeps the union of their seeds (with
+    the same hash), in order of first use, so it never names fewer seeds than the results hold."""
+    from dataclasses import asdict
+
+    from discrete_priors.io import read_json
+
+    record = asdict(preset) | {"hash": preset.hash()}
+    if path.is_file():
+        previous = read_json(path)
+        if previous.get("hash") == record["hash"]:
+            record["seeds"] = list(dict.fromkeys([*previous.get("seeds", []), *record["seeds"]]))
+    return record
+
+
 def main(argv=None) -> int:
     import sys
-    from dataclasses import asdict, replace
+    from dataclasses import replace
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["gpu_check"]:  # its own flags (sizes, budget), no preset: see experiments/gpu_check.py
@@ -58,7 +74,7 @@ def main(argv=None) -> int:
                          prior_steps=min(preset.prior_steps, args.max_steps))
     preset = with_available_data(preset, data_dir=args.data_dir)
     out = Path(args.out)
-    write_json(out / "preset.json", asdict(preset) | {"hash": preset.hash()})  # the scale, for the report
+    write_json(out / "preset.json", _preset_record(out / "preset.json", preset))  # the scale, for the report
     # a stopped run (SIGTERM from a scheduler, Ctrl-C) still logs the time it spent, as "<runner> (stopped)":
     # resumed runs leave their whole cost in timings.csv
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

@@ -661,3 +661,24 @@ def test_a_stopped_runner_still_logs_its_wall_time(tmp_path, monkeypatch):
     assert stop.value.code == 128 + signal.SIGTERM
     timings = pd.read_csv(tmp_path / "timings.csv")
     assert list(timings["runner"]) == ["sanity (stopped)"] and timings["seconds"].iloc[0] >= 0
+
+
+def test_preset_json_keeps_every_seed_run_into_the_directory(tmp_path, monkeypatch):
+    """Seeds are not in the config hash, so `--seeds 0` then `--seeds 1,2` fill one directory:
+    preset.json then names all three (the report's preset line); a preset with another hash
+    (here other prior steps) replaces the record instead of merging with it."""
+    import sys
+    import types
+
+    from experiments import __main__ as cli
+
+    module = types.ModuleType("idle_runner")
+    module.run = lambda preset, out, *, data_dir=None: None
+    monkeypatch.setitem(sys.modules, "idle_runner", module)
+    monkeypatch.setitem(cli.RUNNERS, "sanity", "idle_runner")
+    seeds = lambda: json.loads((tmp_path / "preset.json").read_text())["seeds"]
+    for flag, expected in (("0", [0]), ("1,2", [0, 1, 2]), ("2,0", [0, 1, 2])):
+        assert experiments_main(["sanity", "--preset", "smoke", "--out", str(tmp_path), "--seeds", flag]) in (0, None)
+        assert seeds() == expected
+    experiments_main(["sanity", "--preset", "smoke", "--out", str(tmp_path), "--seeds", "1", "--prior-steps", "7"])
+    assert seeds() == [1]
